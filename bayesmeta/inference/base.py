@@ -1,0 +1,106 @@
+"""The ``MetaLearner`` interface every method implements (DESIGN.md sections 1 and 3).
+
+A learner holds the meta-parameters theta (an ``nn.Module``'s parameters). For T tasks at once:
+
+- ``meta_loss(batch) -> StepOutput``: the outer objective, a scalar to minimize over theta;
+- ``adapt(support) -> TaskPosterior``: q(phi_t | support_t) for every task; pure, it returns a
+  new object and mutates neither parameters nor buffers;
+- ``predict(posterior, query_x) -> Predictive``: the posterior predictive at ``[T, Q, ...]``.
+
+``forward(batch)`` is ``predict(adapt(batch.support), batch.query_x)``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from bayesmeta.exceptions import ShapeError
+from bayesmeta.predictive import Predictive
+from bayesmeta.tasks.batch import SupportSet, TaskBatch
+
+__all__ = ["MetaLearner", "StepOutput", "TaskPosterior"]
+
+TaskKind = Literal["classification", "regression"]
+
+
+@dataclass
+class StepOutput:
+    """What one evaluation of the meta-objective returns.
+
+    Attributes:
+        loss: scalar tensor to minimize (carries the graph to the meta-parameters).
+        metrics: detached float diagnostics for logging (``"accuracy"``, ``"mse"``...).
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TaskPosterior:
+    """Base class of the per-task posteriors q(phi_t | support) that ``adapt`` returns.
+
+    Each learner defines its own subclass (a point estimate, particles, a Gaussian, prototypes);
+    the only shared promise is the number of tasks it covers.
+    """
+
+    @property
+    def n_tasks(self) -> int:
+        """T."""
+        raise NotImplementedError
+
+
+class MetaLearner(nn.Module, abc.ABC):
+    """Abstract base of every meta-learner.
+
+    Subclasses set ``task_kind`` in ``__init__`` (``"classification"`` or ``"regression"``) so
+    that batches of the wrong kind are refused with a clear error at the boundary.
+    """
+
+    #: Names of the constructor options a config may set; used by the config layer.
+    config_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, task_kind: TaskKind) -> None:
+        super().__init__()
+        if task_kind not in ("classification", "regression"):
+            raise ShapeError(f"task_kind: expected 'classification' or 'regression', got {task_kind!r}")
+        self.task_kind: TaskKind = task_kind
+
+    # ------------------------------------------------------------ interface
+    @abc.abstractmethod
+    def meta_loss(self, batch: TaskBatch) -> StepOutput:
+        """Outer objective on a meta-batch of T tasks."""
+
+    @abc.abstractmethod
+    def adapt(self, support: SupportSet) -> TaskPosterior:
+        """Condition on each task's support set; must not mutate the learner."""
+
+    @abc.abstractmethod
+    def predict(self, posterior: TaskPosterior, query_x: torch.Tensor) -> Predictive:
+        """Posterior predictive at ``query_x`` (``[T, Q, *features]``)."""
+
+    def forward(self, batch: TaskBatch) -> Predictive:
+        """``predict(adapt(batch.support), batch.query_x)``."""
+        return self.predict(self.adapt(batch.support), batch.query_x)
+
+    # -------------------------------------------------------------- helpers
+    def check_batch(self, batch: TaskBatch | SupportSet, name: str = "batch") -> None:
+        """Raise :class:`ShapeError` if the batch's kind does not match the learner's."""
+        is_cls = batch.n_way is not None
+        if is_cls != (self.task_kind == "classification"):
+            got = "classification (n_way set)" if is_cls else "regression (n_way None)"
+            raise ShapeError(f"{name}: {type(self).__name__} is a {self.task_kind} learner, got a {got} batch")
+
+    def check_query_x(self, posterior: TaskPosterior, query_x: torch.Tensor) -> None:
+        """Raise :class:`ShapeError` unless ``query_x`` is ``[T, Q, ...]`` with the posterior's T."""
+        if not isinstance(query_x, torch.Tensor) or query_x.dim() < 3:
+            got = list(query_x.shape) if isinstance(query_x, torch.Tensor) else type(query_x).__name__
+            raise ShapeError(f"query_x: expected a tensor [T, Q, *features], got {got}")
+        if query_x.shape[0] != posterior.n_tasks:
+            raise ShapeError(
+                f"query_x: expected T = {posterior.n_tasks} tasks to match the posterior, got shape {list(query_x.shape)}"
+            )
