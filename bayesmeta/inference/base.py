@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from bayesmeta.exceptions import ShapeError
+from bayesmeta.exceptions import ConfigError, ShapeError
 from bayesmeta.predictive import Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -57,18 +57,21 @@ class TaskPosterior:
 class MetaLearner(nn.Module, abc.ABC):
     """Abstract base of every meta-learner.
 
-    Subclasses set ``task_kind`` in ``__init__`` (``"classification"`` or ``"regression"``) so
-    that batches of the wrong kind are refused with a clear error at the boundary.
+    Subclasses pass ``task_kind`` to ``__init__`` (``"classification"``, ``"regression"``, or
+    ``None`` for a learner that handles both and dispatches on the batch) so that batches of the
+    wrong kind are refused with a clear error at the boundary.
     """
 
     #: Names of the constructor options a config may set; used by the config layer.
     config_keys: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, task_kind: TaskKind) -> None:
+    def __init__(self, task_kind: TaskKind | None) -> None:
         super().__init__()
-        if task_kind not in ("classification", "regression"):
-            raise ShapeError(f"task_kind: expected 'classification' or 'regression', got {task_kind!r}")
-        self.task_kind: TaskKind = task_kind
+        if task_kind not in ("classification", "regression", None):
+            raise ConfigError(
+                f"task_kind: expected 'classification', 'regression' or None, got {task_kind!r}"
+            )
+        self.task_kind: TaskKind | None = task_kind
 
     # ------------------------------------------------------------ interface
     @abc.abstractmethod
@@ -90,6 +93,10 @@ class MetaLearner(nn.Module, abc.ABC):
     # -------------------------------------------------------------- helpers
     def check_batch(self, batch: TaskBatch | SupportSet, name: str = "batch") -> None:
         """Raise :class:`ShapeError` if the batch's kind does not match the learner's."""
+        if not isinstance(batch, (TaskBatch, SupportSet)):
+            raise ShapeError(f"{name}: expected a TaskBatch or SupportSet, got {type(batch).__name__}")
+        if self.task_kind is None:
+            return
         is_cls = batch.n_way is not None
         if is_cls != (self.task_kind == "classification"):
             got = "classification (n_way set)" if is_cls else "regression (n_way None)"

@@ -1,0 +1,285 @@
+"""MAML and its point-estimate relatives: FOMAML, Meta-SGD and ANIL (Finn et al. 2017).
+
+q(phi_t | support) is a point mass at K gradient steps from the meta-learned initialization theta.
+All tasks adapt at once through :func:`~bayesmeta.inference.inner_loop.batched_gradient_steps`.
+
+Variants are options of one class, since they differ only in the inner loop:
+
+- ``first_order=True``: FOMAML (no second-order terms);
+- ``learn_inner_lr=True``: Meta-SGD (one learned step size per parameter entry);
+- ``adapt="head"``: ANIL (only the backbone's ``head`` adapts; the body's features are computed
+  once per task, outside the inner loop);
+- ``test_inner_steps``: a different K when adapting at evaluation time.
+
+Regression uses squared error in the inner loop and on the query set, as in the paper. A point
+estimate has no predictive spread of its own, so the Gaussian predictive uses a homoscedastic
+observation noise: learned by default (fitted by maximum likelihood on the query residuals with
+the residuals detached, so it does not change the network's meta-gradient), or fixed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from bayesmeta._validation import check_positive_int
+from bayesmeta.exceptions import ConfigError, ShapeError
+from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
+from bayesmeta.inference.inner_loop import (
+    Params,
+    batched_gradient_steps,
+    cross_entropy_loss,
+    squared_error_loss,
+)
+from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
+from bayesmeta.tasks.batch import SupportSet, TaskBatch
+
+__all__ = ["MAML", "MAMLPosterior"]
+
+
+@dataclass
+class MAMLPosterior(TaskPosterior):
+    """Point-mass posterior: the adapted parameters of every task.
+
+    Attributes:
+        params: adapted parameters, each ``[T, *shape]``.
+        n_way: C for classification, ``None`` for regression.
+    """
+
+    params: Params
+    n_way: int | None
+
+    @property
+    def n_tasks(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+
+class MAML(MetaLearner):
+    """Model-agnostic meta-learning with a batched, functional inner loop.
+
+    Args:
+        model: the backbone; its parameters are theta. For ``adapt="head"`` it must have
+            ``features(x)`` and a ``head`` submodule (as :class:`~bayesmeta.models.MLP` and
+            :class:`~bayesmeta.models.Conv4` do).
+        inner_lr: inner step size alpha (the initial value when ``learn_inner_lr``).
+        inner_steps: K, gradient steps during meta-training.
+        first_order: FOMAML.
+        learn_inner_lr: Meta-SGD.
+        adapt: ``"all"`` parameters, ``"head"`` only (ANIL), or a list of parameter-name prefixes.
+        test_inner_steps: K used by :meth:`adapt` at evaluation; defaults to ``inner_steps``.
+        chunk_size: tasks per vmapped chunk (memory cap); ``None`` for all at once.
+        task_kind: ``"classification"``, ``"regression"`` or ``None`` (either, by the batch).
+        noise: regression observation noise std: ``"learned"`` or a fixed positive float.
+
+    Shapes:
+        ``adapt``: support ``[T, S, ...]`` -> :class:`MAMLPosterior` with params ``[T, *shape]``.
+        ``predict``: query_x ``[T, Q, ...]`` -> predictive with M = 1.
+    """
+
+    config_keys = (
+        "inner_lr",
+        "inner_steps",
+        "first_order",
+        "learn_inner_lr",
+        "adapt",
+        "test_inner_steps",
+        "chunk_size",
+        "noise",
+    )
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_lr: float = 0.01,
+        inner_steps: int = 1,
+        first_order: bool = False,
+        learn_inner_lr: bool = False,
+        adapt: Literal["all", "head"] | Sequence[str] = "all",
+        test_inner_steps: int | None = None,
+        chunk_size: int | None = None,
+        task_kind: TaskKind | None = None,
+        noise: float | Literal["learned"] = "learned",
+    ) -> None:
+        super().__init__(task_kind)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if not (isinstance(inner_lr, (int, float)) and inner_lr > 0 and math.isfinite(inner_lr)):
+            raise ConfigError(f"inner_lr: expected a positive finite float, got {inner_lr!r}")
+        self.inner_steps = check_positive_int("inner_steps", inner_steps, minimum=0)
+        self.test_inner_steps = (
+            self.inner_steps if test_inner_steps is None
+            else check_positive_int("test_inner_steps", test_inner_steps, minimum=0)
+        )
+        if chunk_size is not None:
+            check_positive_int("chunk_size", chunk_size)
+        self.model = model
+        self.inner_lr = float(inner_lr)
+        self.first_order = bool(first_order)
+        self.chunk_size = chunk_size
+        self._anil = adapt == "head"
+        names = [n for n, _ in model.named_parameters()]
+        if adapt == "all":
+            prefixes: tuple[str, ...] = ("",)
+        elif adapt == "head":
+            if getattr(model, "head", None) is None or not hasattr(model, "features"):
+                raise ConfigError(
+                    f"adapt: 'head' (ANIL) needs a model with features() and a head module; "
+                    f"{type(model).__name__} has none"
+                )
+            prefixes = ("head.",)
+        elif isinstance(adapt, str):
+            raise ConfigError(f"adapt: expected 'all', 'head' or a list of name prefixes, got {adapt!r}")
+        else:
+            prefixes = tuple(adapt)
+        self.adapted_names = tuple(n for n in names if n.startswith(prefixes))
+        if not self.adapted_names:
+            raise ConfigError(f"adapt: no parameter of the model matches {adapt!r}; names are {names}")
+        self.inner_lrs: nn.ParameterDict | None = None
+        if learn_inner_lr:
+            params = dict(model.named_parameters())
+            # ParameterDict keys may not contain '.', hence the renaming.
+            self.inner_lrs = nn.ParameterDict(
+                {n.replace(".", "__"): nn.Parameter(torch.full_like(params[n], self.inner_lr)) for n in self.adapted_names}
+            )
+        self.log_noise: nn.Parameter | None = None
+        self.fixed_noise: float | None = None
+        if noise == "learned":
+            if task_kind != "classification":
+                self.log_noise = nn.Parameter(torch.tensor(math.log(0.1)))
+        elif isinstance(noise, (int, float)) and noise > 0:
+            self.fixed_noise = float(noise)
+        else:
+            raise ConfigError(f"noise: expected 'learned' or a positive float, got {noise!r}")
+
+    # ------------------------------------------------------------ internals
+    def _split_params(self) -> tuple[Params, Params]:
+        """(adapted, frozen) parameter dicts of the backbone."""
+        params = dict(self.model.named_parameters())
+        adapted = {n: params[n] for n in self.adapted_names}
+        frozen = {n: p for n, p in params.items() if n not in adapted}
+        return adapted, frozen
+
+    def _step_sizes(self) -> float | dict[str, torch.Tensor]:
+        if self.inner_lrs is None:
+            return self.inner_lr
+        return {n: self.inner_lrs[n.replace(".", "__")] for n in self.adapted_names}
+
+    def _forward_fn(self, frozen: Params):
+        """``f(adapted_params, inputs) -> outputs`` for one task; inputs are features under ANIL."""
+        if self._anil:
+            head = self.model.head
+            assert head is not None
+            return lambda p, inp: functional_call(head, {k.removeprefix("head."): v for k, v in p.items()}, (inp,))
+        buffers = dict(self.model.named_buffers())
+        model = self.model
+        return lambda p, inp: functional_call(model, {**frozen, **p, **buffers}, (inp,))
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the adapted function consumes: raw inputs, or body features under ANIL."""
+        return self.model.features(x) if self._anil else x
+
+    def _adapt(self, support: SupportSet, steps: int, first_order: bool) -> MAMLPosterior:
+        adapted, frozen = self._split_params()
+        f = self._forward_fn(frozen)
+        is_cls = support.n_way is not None
+
+        def task_loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            out = f(p, x)
+            return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
+
+        mask = support.mask
+        if mask is None:
+            mask = torch.ones(support.x.shape[:2], dtype=torch.bool, device=support.x.device)
+        inputs = self._inputs(support.x)
+        if is_cls:
+            self._check_out_dim(f, adapted, inputs, support.n_way)
+        new = batched_gradient_steps(
+            task_loss, adapted, inputs, support.y, mask, steps, self._step_sizes(),
+            first_order=first_order, chunk_size=self.chunk_size,
+        )
+        return MAMLPosterior(new, support.n_way)
+
+    def _check_out_dim(self, f, adapted: Params, inputs: torch.Tensor, n_way: int | None) -> None:
+        out_features = getattr(self.model, "out_features", None)
+        if out_features is not None and n_way is not None and out_features != n_way:
+            raise ShapeError(
+                f"n_way: the model's head has out_features = {out_features} logits, "
+                f"but the batch is {n_way}-way"
+            )
+
+    def _outputs(self, posterior: MAMLPosterior, query_x: torch.Tensor) -> torch.Tensor:
+        """Adapted network outputs at the query points, ``[T, Q, out]``."""
+        _, frozen = self._split_params()
+        f = self._forward_fn(frozen)
+        return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, self._inputs(query_x))
+
+    def noise_variance(self) -> torch.Tensor | float:
+        """Regression observation-noise variance used by the predictive."""
+        if self.fixed_noise is not None:
+            return self.fixed_noise ** 2
+        if self.log_noise is None:
+            raise ConfigError("noise: this MAML was built for classification and has no regression noise")
+        return torch.exp(2.0 * self.log_noise)
+
+    # ------------------------------------------------------------ interface
+    def meta_loss(self, batch: TaskBatch) -> StepOutput:
+        """Query loss after ``inner_steps`` steps on the support set, averaged over tasks.
+
+        Args:
+            batch: T tasks.
+
+        Returns:
+            ``loss`` (cross-entropy, or squared error plus the detached-residual noise fit) and
+            diagnostics ``accuracy`` or ``mse``.
+        """
+        self.check_batch(batch)
+        post = self._adapt(batch.support, self.inner_steps, self.first_order)
+        out = self._outputs(post, batch.query_x)  # [T, Q, out]
+        qmask = batch.query_mask
+        if qmask is None:
+            qmask = torch.ones(batch.query_x.shape[:2], dtype=torch.bool, device=out.device)
+        w = qmask.to(out.dtype)
+        if batch.is_classification:
+            ce = torch.nn.functional.cross_entropy(out.flatten(0, 1), batch.query_y.flatten(), reduction="none")
+            loss = (ce * w.flatten()).sum() / w.sum()
+            acc = ((out.argmax(-1) == batch.query_y).to(out.dtype) * w).sum() / w.sum()
+            return StepOutput(loss, {"loss": float(loss.detach()), "accuracy": float(acc.detach())})
+        se = ((out - batch.query_y) ** 2).mean(-1)
+        mse = (se * w).sum() / w.sum()
+        loss = mse
+        metrics = {"mse": float(mse.detach())}
+        if self.log_noise is not None:
+            # Maximum-likelihood fit of the noise on detached residuals: it cannot move theta.
+            var = torch.exp(2.0 * self.log_noise)
+            r2 = ((out.detach() - batch.query_y) ** 2)
+            nll = 0.5 * (torch.log(2 * math.pi * var) + r2 / var).mean(-1)
+            loss = loss + (nll * w).sum() / w.sum()
+            metrics["noise_std"] = float(self.log_noise.detach().exp())
+        metrics["loss"] = float(loss.detach())
+        return StepOutput(loss, metrics)
+
+    def adapt(self, support: SupportSet, steps: int | None = None) -> MAMLPosterior:
+        """Adapt to every task's support set with ``test_inner_steps`` (or ``steps``) steps.
+
+        Pure: the learner's parameters are read, never written. The returned parameters stay on
+        the autograd graph (first order or not, as configured); wrap in ``torch.no_grad()`` for
+        evaluation.
+        """
+        self.check_batch(support, "support")
+        k = self.test_inner_steps if steps is None else check_positive_int("steps", steps, minimum=0)
+        return self._adapt(support, k, self.first_order)
+
+    def predict(self, posterior: MAMLPosterior, query_x: torch.Tensor) -> Predictive:
+        """Point-estimate predictive (M = 1) at ``query_x`` ``[T, Q, ...]``."""
+        self.check_query_x(posterior, query_x)
+        out = self._outputs(posterior, query_x)
+        if posterior.n_way is not None:
+            return CategoricalPredictive(logits=out.unsqueeze(0))
+        var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)
+        return GaussianPredictive(out.unsqueeze(0), var.expand_as(out).unsqueeze(0))

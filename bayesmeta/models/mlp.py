@@ -1,0 +1,59 @@
+"""Fully connected backbone for regression tasks (MAML's 40-40 sinusoid network)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from bayesmeta._validation import check_positive_int
+
+__all__ = ["MLP"]
+
+
+class MLP(nn.Module):
+    """``in_features -> hidden... -> out_features`` with ReLU; safe under ``vmap`` (no buffers).
+
+    The last layer is ``self.head`` so that head-only adaptation (ANIL) can name it; everything
+    before it is ``self.body``.
+
+    Args:
+        in_features: D, size of the last input dimension.
+        out_features: Dy (regression) or C (classification logits).
+        hidden: widths of the hidden layers; ``()`` gives a linear model.
+        activation: module class used between layers.
+
+    Shapes:
+        ``forward``: ``[..., D] -> [..., out_features]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (40, 40),
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        for h in hidden:
+            check_positive_int("hidden", h)
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), activation()]
+            width = h
+        self.in_features = in_features
+        self.out_features = out_features
+        self.feature_dim = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, out_features)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features, ``[..., D] -> [..., feature_dim]``."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
