@@ -1,0 +1,256 @@
+"""YAML run configs: parse, validate, and build the learner, task sources and episodes.
+
+A config has five sections::
+
+    method:     {name: maml, inner_lr: 0.01, inner_steps: 1}
+    model:      {name: mlp, hidden: [40, 40]}
+    tasks:      {name: sinusoid, k_shot: 10, n_query: 10}
+    training:   {steps: 2000, meta_batch_size: 25, lr: 0.001, seed: 0}
+    evaluation: {n_episodes: 600, seed: 1234, tasks: {n_way: 20}}
+
+``evaluation.tasks`` overrides task options at evaluation only (a 20-way test of a 5-way model,
+out-of-range query inputs...). Unknown sections, keys, methods, models and task families are
+:class:`~bayesmeta.exceptions.ConfigError` s that name the culprit and list the valid choices.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from bayesmeta.exceptions import ConfigError
+from bayesmeta.inference.base import MetaLearner
+from bayesmeta.inference.maml import MAML
+from bayesmeta.inference.protonet import ProtoNet
+from bayesmeta.models import MLP, Conv4
+from bayesmeta.tasks import FewShotSampler, LinearGaussian, Sinusoid, TaskBatch, fixed_episodes, omniglot
+from bayesmeta.tasks.episodes import TaskSource
+
+__all__ = [
+    "METHODS",
+    "MODELS",
+    "TASKS",
+    "MethodSpec",
+    "TaskSpec",
+    "load_config",
+    "resolve_config",
+    "build_model",
+    "build_learner",
+    "build_task_source",
+    "build_episodes",
+]
+
+SECTIONS = ("method", "model", "tasks", "training", "evaluation")
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "steps": 1000,
+    "meta_batch_size": 16,
+    "lr": 1e-3,
+    "grad_clip": 10.0,
+    "seed": 0,
+    "val_episodes": 50,
+    "val_every": 250,
+    "checkpoint_every": 250,
+    "log_every": 10,
+}
+EVALUATION_DEFAULTS: dict[str, Any] = {"n_episodes": 200, "seed": 1234, "tasks_per_batch": 1, "tasks": {}}
+
+
+# ------------------------------------------------------------------------------ registries
+@dataclass(frozen=True)
+class MethodSpec:
+    """How a config's ``method.name`` becomes a learner.
+
+    Attributes:
+        cls: the learner class; its ``config_keys`` are the options a config may set.
+        fixed: options implied by the name (``fomaml`` is MAML with ``first_order=True``).
+        head: whether the backbone needs a linear head (sized to n_way / Dy when not given).
+    """
+
+    cls: type[MetaLearner]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    head: bool = True
+
+
+METHODS: Mapping[str, MethodSpec] = {
+    "maml": MethodSpec(MAML),
+    "fomaml": MethodSpec(MAML, {"first_order": True}),
+    "metasgd": MethodSpec(MAML, {"learn_inner_lr": True}),
+    "anil": MethodSpec(MAML, {"adapt": "head"}),
+    "protonet": MethodSpec(ProtoNet, head=False),
+}
+
+MODELS: Mapping[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task family: its kind and a builder ``(options, split) -> TaskSource``."""
+
+    kind: str
+    build: Callable[[dict[str, Any], str], TaskSource]
+    keys: tuple[str, ...]
+
+
+def _omniglot_source(opts: dict[str, Any], split: str) -> TaskSource:
+    opts = dict(opts)
+    rotations = opts.pop("rotations", True)
+    return FewShotSampler(omniglot(split, rotations=rotations), **opts)  # type: ignore[arg-type]
+
+
+def _regression_source(cls: type) -> Callable[[dict[str, Any], str], TaskSource]:
+    def build(opts: dict[str, Any], split: str) -> TaskSource:
+        # Synthetic families have no class split: train, val and test differ by their seeds.
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()})
+
+    return build
+
+
+def _keys(fn: Callable[..., Any], drop: tuple[str, ...] = ("self",)) -> tuple[str, ...]:
+    return tuple(p for p in inspect.signature(fn).parameters if p not in drop)
+
+
+TASKS: Mapping[str, TaskSpec] = {
+    "sinusoid": TaskSpec("regression", _regression_source(Sinusoid), _keys(Sinusoid.__init__, ("self", "dtype"))),
+    "linear_gaussian": TaskSpec(
+        "regression", _regression_source(LinearGaussian), _keys(LinearGaussian.__init__, ("self", "dtype"))
+    ),
+    "omniglot": TaskSpec(
+        "classification", _omniglot_source, ("n_way", "k_shot", "n_query", "rotations")
+    ),
+}
+
+
+# ------------------------------------------------------------------------------ validation
+def _check_keys(section: str, given: Mapping[str, Any], valid: tuple[str, ...]) -> None:
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f"{section}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys are: {', '.join(valid)}"
+        )
+
+
+def _pick(section: str, registry: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
+    name = cfg.get("name")
+    if name not in registry:
+        raise ConfigError(
+            f"{section}.name: unknown {section} {name!r}; valid choices are: {', '.join(sorted(registry))}"
+        )
+    return str(name)
+
+
+def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a config dict and fill in defaults; returns a new, fully resolved dict.
+
+    Raises:
+        ConfigError: an unknown section, key, method, model or task family (the message lists the
+            valid ones), or a missing required section.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping with sections {', '.join(SECTIONS)}, got {type(raw).__name__}")
+    _check_keys("config", raw, SECTIONS)
+    cfg = copy.deepcopy(dict(raw))
+    for sec in ("method", "tasks"):
+        if not isinstance(cfg.get(sec), Mapping):
+            raise ConfigError(f"{sec}: this section is required (a mapping with at least 'name')")
+    method = _pick("method", METHODS, cfg["method"])
+    spec = METHODS[method]
+    _check_keys("method", cfg["method"], ("name", *spec.cls.config_keys))
+    task_name = _pick("tasks", TASKS, cfg["tasks"])
+    tspec = TASKS[task_name]
+    _check_keys("tasks", cfg["tasks"], ("name", *tspec.keys))
+
+    model = dict(cfg.get("model") or {})
+    model.setdefault("name", "conv4" if tspec.kind == "classification" else "mlp")
+    mname = _pick("model", MODELS, model)
+    _check_keys("model", model, ("name", *_keys(MODELS[mname].__init__)))
+    if mname == "mlp":
+        model.setdefault("in_features", cfg["tasks"].get("in_features", 1))
+        model.setdefault("out_features", 1 if tspec.kind == "regression" else cfg["tasks"].get("n_way", 5))
+    elif mname == "conv4" and spec.head:
+        model.setdefault("out_features", cfg["tasks"].get("n_way", 5))
+    cfg["model"] = model
+
+    training = {**TRAINING_DEFAULTS, **(cfg.get("training") or {})}
+    _check_keys("training", training, tuple(TRAINING_DEFAULTS))
+    cfg["training"] = training
+    evaluation = {**EVALUATION_DEFAULTS, **(cfg.get("evaluation") or {})}
+    _check_keys("evaluation", evaluation, tuple(EVALUATION_DEFAULTS))
+    _check_keys("evaluation.tasks", evaluation["tasks"], tspec.keys)
+    cfg["evaluation"] = evaluation
+    return cfg
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and :func:`resolve_config` it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file {str(p)!r} not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: {p} is not valid YAML: {e}") from None
+    return resolve_config(raw or {})
+
+
+# ------------------------------------------------------------------------------ builders
+def task_kind(cfg: Mapping[str, Any]) -> str:
+    """``"classification"`` or ``"regression"`` for a resolved config."""
+    return TASKS[cfg["tasks"]["name"]].kind
+
+
+def build_model(cfg: Mapping[str, Any]) -> nn.Module:
+    """The backbone of a resolved config's ``model`` section."""
+    opts = {k: v for k, v in cfg["model"].items() if k != "name"}
+    if isinstance(opts.get("hidden"), list):
+        opts["hidden"] = tuple(opts["hidden"])
+    return MODELS[cfg["model"]["name"]](**opts)
+
+
+def build_learner(cfg: Mapping[str, Any]) -> MetaLearner:
+    """The learner (with a freshly initialized backbone) of a resolved config."""
+    spec = METHODS[cfg["method"]["name"]]
+    opts = {**{k: v for k, v in cfg["method"].items() if k != "name"}, **spec.fixed}
+    params = inspect.signature(spec.cls.__init__).parameters
+    if "task_kind" in params:
+        opts["task_kind"] = task_kind(cfg)
+    model = build_model(cfg)
+    try:
+        return spec.cls(model, **opts)  # type: ignore[call-arg]
+    except TypeError as e:
+        raise ConfigError(f"method: cannot build {cfg['method']['name']!r} from {opts}: {e}") from None
+
+
+def build_task_source(cfg: Mapping[str, Any], split: str, evaluation: bool = False) -> TaskSource:
+    """The task source for ``split`` (``train``, ``val`` or ``test``).
+
+    With ``evaluation=True`` the ``evaluation.tasks`` overrides apply.
+    """
+    tspec = TASKS[cfg["tasks"]["name"]]
+    opts = {k: v for k, v in cfg["tasks"].items() if k != "name"}
+    if evaluation:
+        opts.update(cfg["evaluation"]["tasks"])
+    return tspec.build(opts, split)
+
+
+def build_episodes(cfg: Mapping[str, Any], split: str) -> list[TaskBatch]:
+    """Fixed evaluation (``test``) or validation (``val``) episodes of a resolved config.
+
+    Test episodes use ``evaluation.seed``; validation episodes a seed derived from it, so the
+    two never coincide for synthetic families that have no class split.
+    """
+    ev = cfg["evaluation"]
+    if split == "val":
+        n, seed = int(cfg["training"]["val_episodes"]), int(ev["seed"]) + 1_000_003
+    else:
+        n, seed = int(ev["n_episodes"]), int(ev["seed"])
+    source = build_task_source(cfg, split, evaluation=split == "test")
+    return fixed_episodes(source, n, seed=seed, tasks_per_batch=int(ev["tasks_per_batch"]))
+
+

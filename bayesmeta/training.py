@@ -1,0 +1,296 @@
+"""``MetaTrainer``: the meta-training loop, checkpoints, resume, logging and progress.
+
+A run directory (DESIGN.md section 6) holds::
+
+    config.yaml          the resolved config (written by the CLI)
+    checkpoints/last.pt  the latest checkpoint (atomic write), every ``checkpoint_every`` steps
+    checkpoints/best.pt  the checkpoint with the best validation score
+    metrics.jsonl        one JSON line per logged training step or validation
+
+Reproducibility: task batches come from the trainer's own ``torch.Generator`` and any sampling
+inside a learner from the global torch RNG, seeded once at the start; both generator states are
+saved in every checkpoint, so a run killed after a checkpoint and resumed follows the same loss
+trajectory as an uninterrupted run (on the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from bayesmeta._validation import check_positive_int
+from bayesmeta.exceptions import CheckpointError, ConfigError, NumericalError
+from bayesmeta.inference.base import MetaLearner, StepOutput
+from bayesmeta.io import atomic_torch_save, safe_torch_load
+from bayesmeta.tasks.batch import TaskBatch
+from bayesmeta.tasks.episodes import TaskSource
+
+__all__ = ["MetaTrainer", "TrainResult", "load_checkpoint", "save_checkpoint", "config_fingerprint"]
+
+CHECKPOINT_FORMAT = "bayesmeta-checkpoint-v1"
+#: Training options that may change between a checkpoint and its resumption.
+_RESUMABLE_KEYS = ("steps", "log_every", "val_every", "checkpoint_every", "progress")
+
+
+def config_fingerprint(config: dict[str, Any] | None) -> str:
+    """SHA-256 of a config with the options that may change on resume (``steps``...) left out."""
+    if not config:
+        return ""
+    cfg = json.loads(json.dumps(config, sort_keys=True, default=str))
+    for k in _RESUMABLE_KEYS:
+        cfg.get("training", {}).pop(k, None)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically; ``state`` must hold only tensors and plain containers."""
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
+
+
+def load_checkpoint(path: str | Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) and check it.
+
+    Args:
+        path: a ``.pt`` file, or a run directory (then ``checkpoints/last.pt`` inside it).
+        config: if given, the checkpoint must come from a config with the same fingerprint.
+
+    Returns:
+        The checkpoint dict: ``step``, ``learner`` (state dict), ``optimizer``, ``rng``...
+
+    Raises:
+        CheckpointError: missing, truncated, not a bayesmeta checkpoint, holding pickled objects,
+            or from a different config.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / "last.pt"
+    ckpt = safe_torch_load(p)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{p}: expected a {CHECKPOINT_FORMAT} checkpoint, got something else")
+    if config is not None:
+        want, got = config_fingerprint(config), ckpt.get("config_fingerprint", "")
+        if want != got:
+            raise CheckpointError(
+                f"{p}: this checkpoint was written by a different config (fingerprint {got[:12]} "
+                f"vs {want[:12]} for the given config); method, model, tasks and training options "
+                f"other than {', '.join(_RESUMABLE_KEYS)} must match"
+            )
+    return ckpt
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`MetaTrainer.fit` returns.
+
+    Attributes:
+        steps: the last completed step.
+        history: the logged training records (dicts as in metrics.jsonl), this call only.
+        best_val: best validation score (higher is better: accuracy, or minus the MSE).
+        best_step: step of ``best_val``.
+    """
+
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val: float | None = None
+    best_step: int | None = None
+
+
+class MetaTrainer:
+    """Meta-trains a learner with Adam on batches from a task source.
+
+    Args:
+        learner: the :class:`~bayesmeta.inference.MetaLearner`.
+        source: a task source (``.sample(n, generator) -> TaskBatch``).
+        steps: total meta-steps (a resumed run continues up to this).
+        meta_batch_size: tasks per meta-step.
+        lr: Adam learning rate.
+        grad_clip: max global gradient norm (``None``: no clipping).
+        seed: seeds the task generator and the global torch RNG at the start of a fresh run.
+        val_episodes: fixed episodes for validation (``None``: no validation).
+        val_every: steps between validations.
+        run_dir: where checkpoints and metrics.jsonl go (``None``: keep nothing on disk).
+        checkpoint_every: steps between checkpoints.
+        log_every: steps between metrics.jsonl lines.
+        config: the resolved config; its fingerprint is stored to refuse mismatched resumes.
+        progress: show a tqdm bar.
+        callback: ``callback(step, output)`` after every step (for tests and custom logging).
+    """
+
+    def __init__(
+        self,
+        learner: MetaLearner,
+        source: TaskSource,
+        *,
+        steps: int,
+        meta_batch_size: int = 16,
+        lr: float = 1e-3,
+        grad_clip: float | None = 10.0,
+        seed: int = 0,
+        val_episodes: Sequence[TaskBatch] | None = None,
+        val_every: int = 500,
+        run_dir: str | Path | None = None,
+        checkpoint_every: int = 500,
+        log_every: int = 10,
+        config: dict[str, Any] | None = None,
+        progress: bool = True,
+        callback: Callable[[int, StepOutput], None] | None = None,
+    ) -> None:
+        self.learner = learner
+        self.source = source
+        self.steps = check_positive_int("steps", steps, minimum=0)
+        self.meta_batch_size = check_positive_int("meta_batch_size", meta_batch_size)
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ConfigError(f"lr: expected a positive finite learning rate, got {lr!r}")
+        if grad_clip is not None and not grad_clip > 0:
+            raise ConfigError(f"grad_clip: expected a positive float or None, got {grad_clip!r}")
+        self.grad_clip = grad_clip
+        self.seed = int(seed)
+        self.val_episodes = list(val_episodes) if val_episodes is not None else None
+        self.val_every = check_positive_int("val_every", val_every)
+        self.checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
+        self.log_every = check_positive_int("log_every", log_every)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.config = config
+        self.progress = progress
+        self.callback = callback
+        self.optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.step = 0
+        self.best_val: float | None = None
+        self.best_step: int | None = None
+
+    # ------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, both RNG states, counters."""
+        return {
+            "step": self.step,
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"tasks": self.generator.get_state(), "torch": torch.get_rng_state()},
+            "best_val": self.best_val,
+            "best_step": self.best_step,
+            "config_fingerprint": config_fingerprint(self.config),
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Restore from a checkpoint dict (see :func:`load_checkpoint`)."""
+        try:
+            self.learner.load_state_dict(ckpt["learner"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.generator.set_state(ckpt["rng"]["tasks"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            self.step = int(ckpt["step"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint does not fit this learner/optimizer: {e}") from None
+        self.best_val = ckpt.get("best_val")
+        self.best_step = ckpt.get("best_step")
+
+    def _checkpoint_path(self, name: str) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / "checkpoints" / name
+
+    def _log(self, record: dict[str, float]) -> None:
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self) -> None:
+        """Drop metrics.jsonl lines logged after the checkpoint being resumed (a killed run's tail)."""
+        assert self.run_dir is not None
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    # -------------------------------------------------------------- loop
+    def validate(self) -> dict[str, float]:
+        """Mean validation metrics over the fixed episodes: ``val_accuracy`` or ``val_mse``..."""
+        assert self.val_episodes is not None
+        was_training = self.learner.training
+        self.learner.eval()
+        totals: dict[str, float] = {}
+        try:
+            with torch.no_grad():
+                for batch in self.val_episodes:
+                    pred = self.learner(batch)
+                    if batch.is_classification:
+                        correct = (pred.predicted == batch.query_y).double()  # type: ignore[attr-defined]
+                        totals["val_accuracy"] = totals.get("val_accuracy", 0.0) + float(correct.mean())
+                    else:
+                        se = ((pred.mean - batch.query_y) ** 2).mean()  # type: ignore[attr-defined]
+                        totals["val_mse"] = totals.get("val_mse", 0.0) + float(se)
+                    totals["val_nll"] = totals.get("val_nll", 0.0) - float(pred.log_prob(batch.query_y).mean())
+        finally:
+            self.learner.train(was_training)
+        return {k: v / len(self.val_episodes) for k, v in totals.items()}
+
+    def fit(self) -> TrainResult:
+        """Train up to ``steps``, resuming from ``run_dir/checkpoints/last.pt`` if it exists.
+
+        Raises:
+            CheckpointError: the run directory's checkpoint is unreadable or from another config.
+            NumericalError: the loss became NaN/Inf (the last checkpoint is left intact).
+        """
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            last = self._checkpoint_path("last.pt")
+            if last.exists():
+                self.load_state_dict(load_checkpoint(last, self.config))
+                self._truncate_log()
+        if self.step == 0:
+            torch.manual_seed(self.seed)
+            self.generator.manual_seed(self.seed)
+        result = TrainResult(self.step, best_val=self.best_val, best_step=self.best_step)
+        self.learner.train()
+        bar = tqdm(total=self.steps, initial=self.step, desc="meta-train", disable=not self.progress)
+        try:
+            while self.step < self.steps:
+                batch = self.source.sample(self.meta_batch_size, generator=self.generator)
+                self.optimizer.zero_grad(set_to_none=True)
+                out = self.learner.meta_loss(batch)
+                if not torch.isfinite(out.loss):
+                    raise NumericalError(
+                        f"loss: became {float(out.loss)} at step {self.step + 1}; lower lr or inner_lr, "
+                        f"or resume from the last checkpoint"
+                    )
+                out.loss.backward()
+                if self.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.learner.parameters(), self.grad_clip)
+                self.optimizer.step()
+                self.step += 1
+                record = {"step": self.step, "loss": float(out.loss.detach()), **out.metrics}
+                if self.step % self.log_every == 0 or self.step == self.steps:
+                    result.history.append(record)
+                    self._log(record)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"}, refresh=False)
+                if self.val_episodes is not None and (self.step % self.val_every == 0 or self.step == self.steps):
+                    self._validate_and_keep_best()
+                if self.run_dir is not None and (self.step % self.checkpoint_every == 0 or self.step == self.steps):
+                    save_checkpoint(self._checkpoint_path("last.pt"), self.state_dict())
+                bar.update(1)
+                if self.callback is not None:
+                    self.callback(self.step, out)
+        finally:
+            bar.close()
+        result.steps = self.step
+        result.best_val, result.best_step = self.best_val, self.best_step
+        return result
+
+    def _validate_and_keep_best(self) -> None:
+        val = self.validate()
+        self._log({"step": self.step, **val})
+        score = val["val_accuracy"] if "val_accuracy" in val else -val["val_mse"]
+        if self.best_val is None or score > self.best_val:
+            self.best_val, self.best_step = score, self.step
+            if self.run_dir is not None:
+                save_checkpoint(self._checkpoint_path("best.pt"), self.state_dict())
