@@ -101,7 +101,8 @@ class TaskSpec:
 def _omniglot_source(opts: dict[str, Any], split: str) -> TaskSource:
     opts = dict(opts)
     rotations = opts.pop("rotations", True)
-    return FewShotSampler(omniglot(split, rotations=rotations), **opts)  # type: ignore[arg-type]
+    # Rotations on the fly: storing all four copies of the train split would take ~260 MB.
+    return FewShotSampler(omniglot(split, rotations=False), augment_rotations=rotations, **opts)  # type: ignore[arg-type]
 
 
 def _regression_source(cls: type) -> Callable[[dict[str, Any], str], TaskSource]:

@@ -260,7 +260,7 @@ class MetaTrainer:
                 out = self.learner.meta_loss(batch)
                 if not torch.isfinite(out.loss):
                     raise NumericalError(
-                        f"loss: became {float(out.loss)} at step {self.step + 1}; lower lr or inner_lr, "
+                        f"loss: became {float(out.loss.detach())} at step {self.step + 1}; lower lr or inner_lr, "
                         f"or resume from the last checkpoint"
                     )
                 out.loss.backward()

@@ -1,5 +1,23 @@
 """Task containers, task families, episode samplers and bundled datasets."""
 
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
+from bayesmeta.tasks.datasets import OMNIGLOT_SPLITS, LabelledDataset, omniglot, omniglot_splits
+from bayesmeta.tasks.episodes import TaskSource, fixed_episodes
+from bayesmeta.tasks.regression import LinearGaussian, Sinusoid, SinusoidParams
+from bayesmeta.tasks.sampler import EpisodeIndices, FewShotSampler
 
-__all__ = ["SupportSet", "TaskBatch"]
+__all__ = [
+    "SupportSet",
+    "TaskBatch",
+    "Sinusoid",
+    "SinusoidParams",
+    "LinearGaussian",
+    "LabelledDataset",
+    "FewShotSampler",
+    "EpisodeIndices",
+    "omniglot",
+    "omniglot_splits",
+    "OMNIGLOT_SPLITS",
+    "TaskSource",
+    "fixed_episodes",
+]

@@ -1,0 +1,59 @@
+"""fixed_episodes: the same seed gives the same tasks, and the global RNG is left alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bayesmeta.exceptions import InvalidValueError
+from bayesmeta.tasks import (
+    FewShotSampler,
+    LabelledDataset,
+    LinearGaussian,
+    Sinusoid,
+    TaskBatch,
+    fixed_episodes,
+)
+
+
+def same(a: list[TaskBatch], b: list[TaskBatch]) -> bool:
+    fields = ("support_x", "support_y", "query_x", "query_y")
+    return len(a) == len(b) and all(
+        torch.equal(getattr(x, f), getattr(y, f)) for x, y in zip(a, b, strict=True) for f in fields
+    )
+
+
+def small_sampler() -> FewShotSampler:
+    images = torch.rand(60, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+    return FewShotSampler(LabelledDataset(images, torch.arange(60) % 12), n_way=3, k_shot=2, n_query=2)
+
+
+@pytest.mark.parametrize(
+    "source", [Sinusoid(noise_std=0.1), LinearGaussian(n_features=10), small_sampler()], ids=str
+)
+def test_fixed_episodes_reproducible(source: object) -> None:
+    a = fixed_episodes(source, n_episodes=4, seed=11, tasks_per_batch=3)
+    b = fixed_episodes(source, n_episodes=4, seed=11, tasks_per_batch=3)
+    c = fixed_episodes(source, n_episodes=4, seed=12, tasks_per_batch=3)
+    assert len(a) == 4 and all(e.n_tasks == 3 for e in a)
+    assert same(a, b)
+    assert not same(a, c)
+    # asking for more episodes extends the list without changing the first ones
+    assert same(a, fixed_episodes(source, n_episodes=6, seed=11, tasks_per_batch=3)[:4])
+    # distinct episodes within one list
+    assert not torch.equal(a[0].support_x, a[1].support_x)
+
+
+def test_fixed_episodes_leave_global_rng_alone() -> None:
+    state = torch.get_rng_state()
+    fixed_episodes(Sinusoid(), n_episodes=3, seed=0)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_fixed_episodes_errors() -> None:
+    with pytest.raises(InvalidValueError, match="n_episodes"):
+        fixed_episodes(Sinusoid(), n_episodes=0, seed=0)
+    with pytest.raises(InvalidValueError, match="tasks_per_batch"):
+        fixed_episodes(Sinusoid(), n_episodes=1, seed=0, tasks_per_batch=0)
+    with pytest.raises(InvalidValueError, match="source"):
+        fixed_episodes(object(), n_episodes=1, seed=0)  # type: ignore[arg-type]

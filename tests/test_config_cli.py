@@ -1,0 +1,93 @@
+"""Config validation, the CLI end to end on a tiny budget, and its error handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bayesmeta.cli import main
+from bayesmeta.config import build_learner, load_config, resolve_config
+from bayesmeta.exceptions import ConfigError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "configs"
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_unknown_keys_methods_and_sections_are_named_with_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown method 'mamll'.*maml, metasgd, protonet"):
+        resolve_config({"method": {"name": "mamll"}, "tasks": {"name": "sinusoid"}})
+    with pytest.raises(ConfigError, match=r"method: unknown key\(s\) 'inner_lrr'.*inner_lr"):
+        resolve_config({"method": {"name": "maml", "inner_lrr": 0.1}, "tasks": {"name": "sinusoid"}})
+    with pytest.raises(ConfigError, match=r"config: unknown key\(s\) 'trainnig'"):
+        resolve_config({"method": {"name": "maml"}, "tasks": {"name": "sinusoid"}, "trainnig": {}})
+    with pytest.raises(ConfigError, match=r"tasks: unknown key\(s\) 'shots'.*k_shot"):
+        resolve_config({"method": {"name": "maml"}, "tasks": {"name": "sinusoid", "shots": 5}})
+    with pytest.raises(ConfigError, match=r"training: unknown key\(s\) 'epochs'"):
+        load_config(_write(tmp_path, {"method": {"name": "maml"}, "tasks": {"name": "sinusoid"}, "training": {"epochs": 3}}))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_resolves_and_builds(path: Path) -> None:
+    cfg = load_config(path)
+    learner = build_learner(cfg)
+    assert sum(p.numel() for p in learner.parameters()) > 0
+
+
+def test_variant_names_set_their_options() -> None:
+    base = {"tasks": {"name": "sinusoid"}}
+    assert build_learner(resolve_config({**base, "method": {"name": "fomaml"}})).first_order
+    assert build_learner(resolve_config({**base, "method": {"name": "metasgd"}})).inner_lrs is not None
+    assert build_learner(resolve_config({**base, "method": {"name": "anil"}})).adapted_names == ("head.weight", "head.bias")
+
+
+def test_cli_train_evaluate_resume_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = {
+        "method": {"name": "maml", "inner_lr": 0.01},
+        "model": {"name": "mlp", "hidden": [8]},
+        "tasks": {"name": "sinusoid", "k_shot": 5, "n_query": 5},
+        "training": {"steps": 6, "meta_batch_size": 2, "val_episodes": 2, "val_every": 3, "checkpoint_every": 3,
+                     "log_every": 1},
+        "evaluation": {"n_episodes": 3, "tasks_per_batch": 2},
+    }
+    path, run = _write(tmp_path, cfg), tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "mse" in out and "nll" in out
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["n_tasks"] == 6 and summary["task_kind"] == "regression"
+    assert len((run / "eval" / "per_task.jsonl").read_text().splitlines()) == 6
+    # training further resumes from step 6
+    assert main(["train", str(path), "--run-dir", str(run), "--steps", "9", "--no-progress"]) == 0
+    steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 9 and steps.count(7) == 1
+
+
+def test_cli_reports_library_errors_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(tmp_path, {"method": {"name": "nope"}, "tasks": {"name": "sinusoid"}})
+    assert main(["train", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayesmeta: error: method.name: unknown method 'nope'")
+    assert "Traceback" not in err
+    assert main(["evaluate", str(tmp_path / "not-a-run")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_resume_a_run_with_another_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = {"method": {"name": "maml"}, "model": {"hidden": [4]}, "tasks": {"name": "sinusoid"},
+           "training": {"steps": 2, "val_episodes": 0}}
+    run = tmp_path / "run"
+    assert main(["train", str(_write(tmp_path, cfg)), "--run-dir", str(run), "--no-progress"]) == 0
+    cfg["method"]["inner_lr"] = 0.3
+    assert main(["train", str(_write(tmp_path, cfg)), "--run-dir", str(run), "--no-progress"]) == 2
+    assert "different config" in capsys.readouterr().err
