@@ -30,7 +30,14 @@ from bayesmeta.inference.base import MetaLearner
 from bayesmeta.inference.maml import MAML
 from bayesmeta.inference.protonet import ProtoNet
 from bayesmeta.models import MLP, Conv4
-from bayesmeta.tasks import FewShotSampler, LinearGaussian, Sinusoid, TaskBatch, fixed_episodes, omniglot
+from bayesmeta.tasks import (
+    FewShotSampler,
+    LinearGaussian,
+    Sinusoid,
+    TaskBatch,
+    fixed_episodes,
+    omniglot,
+)
 from bayesmeta.tasks.episodes import TaskSource
 
 __all__ = [

@@ -12,7 +12,13 @@ from typing import Any
 
 import yaml
 
-from bayesmeta.config import build_episodes, build_learner, build_task_source, load_config, resolve_config
+from bayesmeta.config import (
+    build_episodes,
+    build_learner,
+    build_task_source,
+    load_config,
+    resolve_config,
+)
 from bayesmeta.evaluation import EvaluationResult, evaluate
 from bayesmeta.exceptions import CheckpointError, ConfigError
 from bayesmeta.inference.base import MetaLearner

@@ -37,6 +37,7 @@ from bayesmeta.inference.inner_loop import (
     cross_entropy_loss,
     squared_error_loss,
 )
+from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -193,6 +194,7 @@ class MAML(MetaLearner):
             out = f(p, x)
             return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
 
+        check_input_shape(self.model, support.x, "support_x")
         mask = support.mask
         if mask is None:
             mask = torch.ones(support.x.shape[:2], dtype=torch.bool, device=support.x.device)
@@ -215,6 +217,7 @@ class MAML(MetaLearner):
 
     def _outputs(self, posterior: MAMLPosterior, query_x: torch.Tensor) -> torch.Tensor:
         """Adapted network outputs at the query points, ``[T, Q, out]``."""
+        check_input_shape(self.model, query_x, "query_x")
         _, frozen = self._split_params()
         f = self._forward_fn(frozen)
         return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, self._inputs(query_x))

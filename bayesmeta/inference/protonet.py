@@ -15,6 +15,7 @@ from torch import nn
 
 from bayesmeta.exceptions import ConfigError, InvalidValueError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
+from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.predictive import CategoricalPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -85,8 +86,9 @@ class ProtoNet(MetaLearner):
             raise ConfigError(f"backbone: expected a torch.nn.Module, got {type(backbone).__name__}")
         self.backbone = backbone
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Embeddings of ``[T, N, *features]`` inputs, ``[T, N, D]``."""
+        check_input_shape(self.backbone, x, name)
         flat = x.flatten(0, 1)
         f = self.backbone.features(flat) if hasattr(self.backbone, "features") else self.backbone(flat)
         return f.reshape(*x.shape[:2], -1)
@@ -101,18 +103,18 @@ class ProtoNet(MetaLearner):
         """Class prototypes from the support set (one forward pass, pure)."""
         self.check_batch(support, "support")
         assert support.n_way is not None
-        return ProtoPosterior(class_prototypes(self.embed(support.x), support.y, support.n_way, support.mask))
+        return ProtoPosterior(class_prototypes(self.embed(support.x, "support_x"), support.y, support.n_way, support.mask))
 
     def predict(self, posterior: ProtoPosterior, query_x: torch.Tensor) -> CategoricalPredictive:
         """Softmax over negative squared distances, M = 1."""
         self.check_query_x(posterior, query_x)
-        return CategoricalPredictive(logits=self.logits(self.embed(query_x), posterior.prototypes).unsqueeze(0))
+        return CategoricalPredictive(logits=self.logits(self.embed(query_x, "query_x"), posterior.prototypes).unsqueeze(0))
 
     def meta_loss(self, batch: TaskBatch) -> StepOutput:
         """Query cross-entropy of the prototype classifier, averaged over present query points."""
         self.check_batch(batch)
         post = self.adapt(batch.support)
-        logits = self.logits(self.embed(batch.query_x), post.prototypes)  # [T, Q, C]
+        logits = self.logits(self.embed(batch.query_x, "query_x"), post.prototypes)  # [T, Q, C]
         ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten(), reduction="none")
         w = torch.ones_like(ce) if batch.query_mask is None else batch.query_mask.flatten().to(ce.dtype)
         loss = (ce * w).sum() / w.sum()

@@ -90,6 +90,9 @@ class Conv4(nn.Module):
         self.feature_dim = hidden
         self.in_channels = in_channels
         self.out_features = out_features
+        # With a head, only 28x28 inputs shrink to the 1x1 map the head is sized for; without
+        # one, any image of at least 16x16 gives (larger) embeddings.
+        self.input_shape: tuple[int | None, ...] = (in_channels, 28, 28) if out_features is not None else (in_channels, None, None)
         self.head: nn.Module | None = None
         if out_features is not None:
             check_positive_int("out_features", out_features)

@@ -47,7 +47,10 @@ def make_base_kernel(
     Args:
         kind: ``"rbf"`` (``ScaleKernel(RBFKernel)``) or ``"spectral"``
             (``SpectralMixtureKernel`` with ``n_mixtures`` components and one frequency and
-            scale per feature dimension, as in the DKT sinusoid experiments).
+            scale per feature dimension, as in the DKT sinusoid experiments). Note GPyTorch's
+            definition for F > 1: a product over dimensions of one-dimensional mixtures that
+            share the weights, ``prod_d sum_q w_q exp(-2 pi^2 s_qd^2 r_d^2) cos(2 pi mu_qd r_d)``,
+            so the prior variance is ``(sum_q w_q)^F``; the weights start at ``1 / Q``.
         feature_dim: F, the size of the features the kernel sees.
         n_mixtures: Q, the number of spectral mixture components (``"spectral"`` only).
         ard: one RBF lengthscale per feature dimension instead of one shared lengthscale.

@@ -47,6 +47,8 @@ class MLP(nn.Module):
             width = h
         self.in_features = in_features
         self.out_features = out_features
+        #: per-example input shape, checked by learners at their boundary
+        self.input_shape: tuple[int | None, ...] = (in_features,)
         self.feature_dim = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, out_features)

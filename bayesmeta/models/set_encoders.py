@@ -18,9 +18,11 @@ from torch import nn
 
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta.models.attention import MultiheadAttention
 
 __all__ = [
     "PointwiseMLP",
+    "SelfAttentionBlock",
     "DeepSetEncoder",
     "GaussianSetEncoder",
     "masked_mean",
@@ -124,6 +126,26 @@ class PointwiseMLP(nn.Module):
         return self.net(x)
 
 
+class SelfAttentionBlock(nn.Module):
+    """``LayerNorm(h + MultiheadAttention(h, h, h))`` over a masked set (a transformer block
+    without the feed-forward part).
+
+    Hidden points still get an output row (computed from the present points) but never act as
+    keys, so they cannot influence present points; later pooling drops their rows.
+
+    Shapes:
+        ``forward``: ``[T, N, dim]``, mask ``[T, N]`` -> ``[T, N, dim]``.
+    """
+
+    def __init__(self, dim: int, n_heads: int = 8) -> None:
+        super().__init__()
+        self.attention = MultiheadAttention(dim, dim, dim, n_heads)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(h + self.attention(h, h, h, mask))
+
+
 class DeepSetEncoder(nn.Module):
     """``rho(masked_mean_i phi(x_i))``: a Deep Sets encoder (Zaheer et al., 2017).
 
@@ -131,14 +153,26 @@ class DeepSetEncoder(nn.Module):
         in_features: per-point input size (``x_dim + y_dim`` for a neural process).
         hidden: widths of ``phi``; its last width is the pooled size.
         post: widths of ``rho`` applied after pooling (``()``: no post-network).
+        self_attention_heads: if > 0, a masked :class:`SelfAttentionBlock` with that many heads
+            mixes the per-point encodings before pooling (the ANP paper's self-attentive
+            encoder); still permutation invariant.
 
     Shapes:
         ``forward``: ``[T, N, in_features]``, mask ``[T, N]`` -> ``[T, out_features]``.
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int], post: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        post: Sequence[int] = (),
+        self_attention_heads: int = 0,
+    ) -> None:
         super().__init__()
         self.phi = PointwiseMLP(in_features, hidden)
+        self.mixer: SelfAttentionBlock | None = None
+        if self_attention_heads:
+            self.mixer = SelfAttentionBlock(self.phi.out_features, self_attention_heads)
         self.rho: nn.Module | None = None
         self.out_features = self.phi.out_features
         if len(post) > 0:
@@ -146,14 +180,15 @@ class DeepSetEncoder(nn.Module):
             self.rho = nn.Sequential(nn.ReLU(), PointwiseMLP(self.phi.out_features, post))
             self.out_features = post[-1]
 
-    def pointwise(self, h: torch.Tensor) -> torch.Tensor:
-        """Per-point encodings ``phi(h)``, ``[T, N, hidden[-1]]``."""
-        return self.phi(h)
-
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def pointwise(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-point encodings before pooling, ``[T, N, hidden[-1]]``."""
         if h.dim() != 3:
             raise ShapeError(f"set: expected a [T, N, D] tensor, got {describe(h)}")
-        r = masked_mean(self.phi(h), mask)
+        e = self.phi(h)
+        return e if self.mixer is None else self.mixer(e, mask)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        r = masked_mean(self.pointwise(h, mask), mask)
         return r if self.rho is None else self.rho(r)
 
 
@@ -171,17 +206,25 @@ class GaussianSetEncoder(nn.Module):
         hidden: widths of ``phi``.
         z_dim: latent size Dz.
         min_std: lower bound of the standard deviation, in ``[0, 1)``.
+        self_attention_heads: see :class:`DeepSetEncoder`.
 
     Shapes:
         ``forward``: ``[T, N, in_features]``, mask ``[T, N]`` -> ``(mean [T, Dz], std [T, Dz])``.
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int], z_dim: int, min_std: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        z_dim: int,
+        min_std: float = 0.1,
+        self_attention_heads: int = 0,
+    ) -> None:
         super().__init__()
         check_positive_int("z_dim", z_dim)
         if not 0.0 <= float(min_std) < 1.0:
             raise InvalidValueError(f"min_std: expected a value in [0, 1), got {min_std!r}")
-        self.pool = DeepSetEncoder(in_features, hidden)
+        self.pool = DeepSetEncoder(in_features, hidden, self_attention_heads=self_attention_heads)
         mid = max(1, (self.pool.out_features + z_dim) // 2)
         self.hidden = nn.Sequential(nn.ReLU(), nn.Linear(self.pool.out_features, mid), nn.ReLU())
         self.mean_head = nn.Linear(mid, z_dim)

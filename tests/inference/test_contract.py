@@ -1,0 +1,129 @@
+"""The contract every MetaLearner passes (DESIGN.md section 7).
+
+Shapes, purity of ``adapt``, gradients reaching every meta-parameter, determinism under a seed,
+and bad input raising the library's own exceptions. Add a learner by adding a factory below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from bayesmeta.exceptions import BayesMetaError
+from bayesmeta.inference import MAML, MetaLearner, ProtoNet
+from bayesmeta.models import MLP, Conv4
+from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
+from bayesmeta.tasks import TaskBatch
+
+T, S, Q, N_WAY = 3, 6, 4, 3
+
+
+def regression_batch(seed: int = 0) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    return TaskBatch(
+        torch.randn(T, S, 1, generator=g), torch.randn(T, S, 1, generator=g),
+        torch.randn(T, Q, 1, generator=g), torch.randn(T, Q, 1, generator=g),
+    )
+
+
+def classification_batch(seed: int = 0) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    sy = torch.arange(N_WAY).repeat(T, S // N_WAY)
+    qy = torch.arange(N_WAY).repeat(T, 2)
+    return TaskBatch(
+        torch.rand(T, S, 1, 28, 28, generator=g), sy, torch.rand(T, 2 * N_WAY, 1, 28, 28, generator=g), qy, n_way=N_WAY
+    )
+
+
+LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]] = {
+    "maml-regression": (lambda: MAML(MLP(1, 1, hidden=(8, 8)), inner_steps=2, task_kind="regression"), regression_batch),
+    "fomaml-regression": (lambda: MAML(MLP(1, 1, hidden=(8,)), first_order=True, task_kind="regression"), regression_batch),
+    "metasgd-regression": (lambda: MAML(MLP(1, 1, hidden=(8,)), learn_inner_lr=True, task_kind="regression"), regression_batch),
+    "anil-regression": (lambda: MAML(MLP(1, 1, hidden=(8,)), adapt="head", inner_steps=3, task_kind="regression"), regression_batch),
+    "maml-classification": (
+        lambda: MAML(Conv4(out_features=N_WAY, hidden=8), inner_lr=0.1, task_kind="classification"), classification_batch
+    ),
+    "anil-classification": (
+        lambda: MAML(Conv4(out_features=N_WAY, hidden=8), adapt="head", task_kind="classification"), classification_batch
+    ),
+    "protonet": (lambda: ProtoNet(Conv4(hidden=8)), classification_batch),
+}
+
+
+@pytest.fixture(params=sorted(LEARNERS))
+def case(request: pytest.FixtureRequest) -> tuple[MetaLearner, Callable[[int], TaskBatch]]:
+    torch.manual_seed(0)
+    factory, batch_fn = LEARNERS[request.param]
+    return factory(), batch_fn
+
+
+def test_predictive_shapes(case) -> None:
+    learner, batch_fn = case
+    batch = batch_fn(0)
+    pred = learner.predict(learner.adapt(batch.support), batch.query_x)
+    if batch.is_classification:
+        assert isinstance(pred, CategoricalPredictive)
+        assert pred.sample_log_probs.shape[1:] == (T, batch.query_x.shape[1], N_WAY)
+        torch.testing.assert_close(pred.probs.sum(-1), torch.ones(T, batch.query_x.shape[1]))
+    else:
+        assert isinstance(pred, GaussianPredictive)
+        assert pred.sample_mean.shape[1:] == (T, Q, 1)
+        assert bool((pred.variance > 0).all())
+    assert pred.log_prob(batch.query_y).shape == (T, batch.query_x.shape[1])
+
+
+def test_adapt_is_pure(case) -> None:
+    learner, batch_fn = case
+    before = {k: v.clone() for k, v in learner.state_dict().items()}
+    post = learner.adapt(batch_fn(0).support)
+    learner.predict(post, batch_fn(0).query_x)
+    after = learner.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+
+
+def test_gradients_reach_every_meta_parameter(case) -> None:
+    learner, batch_fn = case
+    out = learner.meta_loss(batch_fn(0))
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    for name, p in learner.named_parameters():
+        assert p.grad is not None, f"no gradient reached {name}"
+        assert bool(torch.isfinite(p.grad).all()), name
+        assert float(p.grad.abs().sum()) > 0, f"zero gradient at {name}"
+
+
+def test_deterministic_under_a_seed(case) -> None:
+    learner, batch_fn = case
+    torch.manual_seed(5)
+    a = learner.meta_loss(batch_fn(1)).loss
+    torch.manual_seed(5)
+    b = learner.meta_loss(batch_fn(1)).loss
+    assert torch.equal(a, b)
+
+
+def test_bad_input_raises_library_errors(case) -> None:
+    learner, batch_fn = case
+    batch = batch_fn(0)
+    post = learner.adapt(batch.support)
+    with pytest.raises(BayesMetaError, match="query_x"):
+        learner.predict(post, batch.query_x[:2])  # wrong number of tasks
+    with pytest.raises(BayesMetaError, match="query_x"):
+        learner.predict(post, batch.query_x[0])  # task dim missing
+    other = classification_batch if not batch.is_classification else regression_batch
+    with pytest.raises(BayesMetaError):
+        learner.meta_loss(other(0))  # wrong task kind, or wrong input shape for the backbone
+
+
+@pytest.mark.parametrize("name", ["maml-regression", "maml-classification", "protonet"])
+def test_mismatched_input_shape_names_the_argument(name: str) -> None:
+    factory, batch_fn = LEARNERS[name]
+    learner, batch = factory(), batch_fn(0)
+    # 3 input features for a 1-d MLP; 3 channels for a 1-channel Conv4
+    wrong = torch.zeros(*batch.support_x.shape[:2], *([3] if not batch.is_classification else [3, 28, 28]))
+    bad = TaskBatch(wrong, batch.support_y, torch.zeros(T, batch.query_x.shape[1], *wrong.shape[2:]), batch.query_y, n_way=batch.n_way)
+    with pytest.raises(BayesMetaError, match="support_x: (MLP|Conv4) expects examples of shape"):
+        learner.meta_loss(bad)
