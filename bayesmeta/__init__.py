@@ -1,1 +1,63 @@
-"""bayesmeta."""
+"""bayesmeta: probabilistic, Bayesian meta-learning on PyTorch, Pyro and GPyTorch.
+
+Every method is a hierarchical model plus an inference method for the per-task parameters:
+``adapt(support) -> posterior`` and ``predict(posterior, query_x) -> Predictive``. See
+DESIGN.md and README.md.
+"""
+
+from bayesmeta.evaluation import EvaluationResult, evaluate
+from bayesmeta.exceptions import (
+    BayesMetaError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    InvalidValueError,
+    NumericalError,
+    ShapeError,
+)
+from bayesmeta.inference import MAML, MetaLearner, ProtoNet, StepOutput, TaskPosterior
+from bayesmeta.models import MLP, Conv4
+from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
+from bayesmeta.tasks import (
+    FewShotSampler,
+    LinearGaussian,
+    Sinusoid,
+    SupportSet,
+    TaskBatch,
+    fixed_episodes,
+    omniglot,
+)
+from bayesmeta.training import MetaTrainer, load_checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BayesMetaError",
+    "CategoricalPredictive",
+    "CheckpointError",
+    "ConfigError",
+    "Conv4",
+    "DataError",
+    "EvaluationResult",
+    "FewShotSampler",
+    "GaussianPredictive",
+    "InvalidValueError",
+    "LinearGaussian",
+    "MAML",
+    "MLP",
+    "MetaLearner",
+    "MetaTrainer",
+    "NumericalError",
+    "Predictive",
+    "ProtoNet",
+    "ShapeError",
+    "Sinusoid",
+    "StepOutput",
+    "SupportSet",
+    "TaskBatch",
+    "TaskPosterior",
+    "evaluate",
+    "fixed_episodes",
+    "load_checkpoint",
+    "omniglot",
+]
