@@ -65,6 +65,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "val_every": 250,
     "checkpoint_every": 250,
     "log_every": 10,
+    "max_minutes": None,
 }
 EVALUATION_DEFAULTS: dict[str, Any] = {"n_episodes": 200, "seed": 1234, "tasks_per_batch": 1, "tasks": {}}
 

@@ -25,6 +25,12 @@ __all__ = ["Predictive", "CategoricalPredictive", "GaussianPredictive"]
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """Entropy over the last dim from log-probabilities; 0 * log 0 counts as 0 (not NaN)."""
+    p = log_probs.exp()
+    return -torch.where(p > 0, p * log_probs, torch.zeros_like(p)).sum(-1)
+
+
 class Predictive:
     """Base class: a mixture over ``n_samples`` members, batched over tasks and query points."""
 
@@ -144,14 +150,12 @@ class CategoricalPredictive(Predictive):
     @property
     def entropy(self) -> torch.Tensor:
         """Total predictive entropy H[E_m p_m], ``[T, Q]`` (nats)."""
-        lp = self.log_probs
-        return -(lp.exp() * lp).sum(-1)
+        return _entropy(self.log_probs)
 
     @property
     def expected_entropy(self) -> torch.Tensor:
         """Aleatoric part E_m H[p_m], ``[T, Q]``."""
-        lp = self._log_probs
-        return -(lp.exp() * lp).sum(-1).mean(0)
+        return _entropy(self._log_probs).mean(0)
 
     @property
     def mutual_information(self) -> torch.Tensor:

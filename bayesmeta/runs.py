@@ -82,6 +82,7 @@ def train_run(
         log_every=tr["log_every"],
         config=cfg,
         progress=progress,
+        max_minutes=tr["max_minutes"],
     )
     return trainer.fit()
 
@@ -110,13 +111,27 @@ def evaluate_run(
     *,
     checkpoint: str = "best",
     n_episodes: int | None = None,
+    task_overrides: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
-    """Evaluate a trained run on its fixed test episodes and write ``run_dir/eval/``."""
+    """Evaluate a trained run on its fixed test episodes and write the results.
+
+    Args:
+        run_dir: a trained run directory.
+        checkpoint: ``"best"`` (validation-best, falling back to last) or ``"last"``.
+        n_episodes: override ``evaluation.n_episodes``.
+        task_overrides: extra ``evaluation.tasks`` overrides (e.g. ``{"n_way": 20}`` to test a
+            5-way-trained ProtoNet 20-way); validated like the config's own.
+        out_dir: where to write (default ``run_dir/eval``).
+    """
     learner, cfg = load_learner(run_dir, checkpoint)
     if n_episodes is not None:
         cfg["evaluation"]["n_episodes"] = int(n_episodes)
+    if task_overrides:
+        cfg["evaluation"]["tasks"] = {**cfg["evaluation"]["tasks"], **task_overrides}
+        cfg = resolve_config(cfg)
     episodes = build_episodes(cfg, "test")
     result = evaluate(learner, episodes, method=cfg["method"]["name"], progress=progress, seed=cfg["evaluation"]["seed"])
-    result.save(Path(run_dir) / "eval")
+    result.save(Path(out_dir) if out_dir is not None else Path(run_dir) / "eval")
     return result

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +38,16 @@ __all__ = ["MetaTrainer", "TrainResult", "load_checkpoint", "save_checkpoint", "
 
 CHECKPOINT_FORMAT = "bayesmeta-checkpoint-v1"
 #: Training options that may change between a checkpoint and its resumption.
-_RESUMABLE_KEYS = ("steps", "log_every", "val_every", "checkpoint_every", "progress")
+_RESUMABLE_KEYS = ("steps", "log_every", "val_every", "checkpoint_every", "progress", "max_minutes")
 
 
 def config_fingerprint(config: dict[str, Any] | None) -> str:
-    """SHA-256 of a config with the options that may change on resume (``steps``...) left out."""
+    """SHA-256 of what determines a training run: the config less its ``evaluation`` section and
+    the training options that may change on resume (``steps``, logging intervals...)."""
     if not config:
         return ""
     cfg = json.loads(json.dumps(config, sort_keys=True, default=str))
+    cfg.pop("evaluation", None)
     for k in _RESUMABLE_KEYS:
         cfg.get("training", {}).pop(k, None)
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
@@ -122,6 +125,8 @@ class MetaTrainer:
         config: the resolved config; its fingerprint is stored to refuse mismatched resumes.
         progress: show a tqdm bar.
         callback: ``callback(step, output)`` after every step (for tests and custom logging).
+        max_minutes: wall-clock budget of this call; when it runs out the trainer validates,
+            checkpoints and stops early (``TrainResult.steps`` says where). ``None``: no limit.
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class MetaTrainer:
         config: dict[str, Any] | None = None,
         progress: bool = True,
         callback: Callable[[int, StepOutput], None] | None = None,
+        max_minutes: float | None = None,
     ) -> None:
         self.learner = learner
         self.source = source
@@ -161,6 +167,9 @@ class MetaTrainer:
         self.config = config
         self.progress = progress
         self.callback = callback
+        if max_minutes is not None and not max_minutes > 0:
+            raise ConfigError(f"max_minutes: expected a positive number or None, got {max_minutes!r}")
+        self.max_minutes = max_minutes
         self.optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.step = 0
@@ -253,8 +262,10 @@ class MetaTrainer:
         result = TrainResult(self.step, best_val=self.best_val, best_step=self.best_step)
         self.learner.train()
         bar = tqdm(total=self.steps, initial=self.step, desc="meta-train", disable=not self.progress)
+        deadline = None if self.max_minutes is None else time.monotonic() + 60.0 * self.max_minutes
         try:
             while self.step < self.steps:
+                out_of_time = deadline is not None and time.monotonic() > deadline
                 batch = self.source.sample(self.meta_batch_size, generator=self.generator)
                 self.optimizer.zero_grad(set_to_none=True)
                 out = self.learner.meta_loss(batch)
@@ -273,13 +284,16 @@ class MetaTrainer:
                     result.history.append(record)
                     self._log(record)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"}, refresh=False)
-                if self.val_episodes is not None and (self.step % self.val_every == 0 or self.step == self.steps):
+                last = self.step == self.steps or out_of_time
+                if self.val_episodes is not None and (self.step % self.val_every == 0 or last):
                     self._validate_and_keep_best()
-                if self.run_dir is not None and (self.step % self.checkpoint_every == 0 or self.step == self.steps):
+                if self.run_dir is not None and (self.step % self.checkpoint_every == 0 or last):
                     save_checkpoint(self._checkpoint_path("last.pt"), self.state_dict())
                 bar.update(1)
                 if self.callback is not None:
                     self.callback(self.step, out)
+                if out_of_time:
+                    break
         finally:
             bar.close()
         result.steps = self.step

@@ -1,0 +1,174 @@
+"""Reading evaluated run directories for the report.
+
+A run directory, as written by :mod:`bayesmeta.evaluation`::
+
+    RUN_DIR/config.yaml              resolved config; ``method: {name: ...}``
+    RUN_DIR/eval/summary.json        {"method", "task_kind", "n_tasks",
+                                      "metrics": {name: {"mean","low","high","n","level","method"}}}
+    RUN_DIR/eval/per_task.jsonl      one JSON object per task: metric name -> float
+    RUN_DIR/eval/predictions.pt      optional; plain tensors, loaded with weights_only=True:
+                                     classification {"sample_log_probs" [M,T,Q,C], "targets" [T,Q]}
+                                     regression {"sample_mean", "sample_variance" [M,T,Q,Dy],
+                                                 "targets" [T,Q,Dy]}; optional "query_mask" [T,Q]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from bayesmeta.exceptions import BayesMetaError, DataError, InvalidValueError
+from bayesmeta.metrics.aggregation import mean_ci
+from bayesmeta.metrics.task_metrics import METRIC_INFO
+from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
+
+__all__ = ["TASK_KINDS", "RunResult", "load_run", "load_runs"]
+
+TASK_KINDS: tuple[str, ...] = ("classification", "regression")
+_CI_KEYS = ("mean", "low", "high")
+
+
+@dataclass
+class RunResult:
+    """One evaluated run.
+
+    Attributes:
+        run_dir: the directory.
+        method: method name (from ``summary.json``, else ``config.yaml``'s ``method.name``).
+        label: unique display name among the runs of one report.
+        task_kind: ``"classification"`` or ``"regression"``.
+        n_tasks: number of evaluation tasks.
+        summary: metric name -> ``{"mean", "low", "high", "n", "level", "method"}``.
+        per_task: metric name -> ``[T]`` float64 array (NaN where a task lacks the metric).
+        predictive: the predictive rebuilt from ``predictions.pt``, or None.
+        targets: its targets, or None.
+        query_mask: optional ``[T, Q]`` bool mask.
+    """
+
+    run_dir: Path
+    method: str
+    label: str
+    task_kind: str
+    n_tasks: int
+    summary: dict[str, dict[str, Any]]
+    per_task: dict[str, np.ndarray] = field(default_factory=dict)
+    predictive: CategoricalPredictive | GaussianPredictive | None = None
+    targets: torch.Tensor | None = None
+    query_mask: torch.Tensor | None = None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: expected valid JSON, got a parse error at line {e.lineno}: {e.msg}") from e
+
+
+def _method_from_config(run_dir: Path) -> str | None:
+    cfg = run_dir / "config.yaml"
+    if not cfg.is_file():
+        return None
+    try:
+        data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise DataError(f"{cfg}: expected valid YAML, got {e}") from e
+    method = data.get("method") if isinstance(data, dict) else None
+    name = method.get("name") if isinstance(method, dict) else method
+    return str(name) if name else None
+
+
+def _read_per_task(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {i}: expected a JSON object, got a parse error: {e.msg}") from e
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {i}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    names = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    return {k: np.array([float(r.get(k, math.nan)) for r in rows], dtype=np.float64) for k in names}
+
+
+def _read_predictions(path: Path, kind: str) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+    if not path.is_file():
+        return None, None, None
+    try:
+        data = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise DataError(f"{path}: expected a tensor dict readable with weights_only=True, got {e}") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
+    need = ("sample_log_probs", "targets") if kind == "classification" else ("sample_mean", "sample_variance", "targets")
+    missing = [k for k in need if k not in data]
+    if missing:
+        raise DataError(f"{path}: expected keys {list(need)} for {kind}, missing {missing}")
+    try:
+        if kind == "classification":
+            pred: Any = CategoricalPredictive(logits=data["sample_log_probs"])
+        else:
+            pred = GaussianPredictive(data["sample_mean"], data["sample_variance"])
+    except BayesMetaError as e:
+        raise DataError(f"{path}: invalid predictions: {e}") from e
+    return pred, data["targets"], data.get("query_mask")
+
+
+def load_run(run_dir: str | Path) -> RunResult:
+    """Read one run directory (see the module docstring); raises a BayesMetaError naming the file."""
+    rd = Path(run_dir)
+    if not rd.is_dir():
+        raise InvalidValueError(f"run_dir: expected an existing directory, got {str(rd)!r}")
+    summary_path = rd / "eval" / "summary.json"
+    if not summary_path.is_file():
+        raise DataError(f"run_dir: expected {summary_path} (run `bayesmeta evaluate` first), it does not exist")
+    summary = _read_json(summary_path)
+    if not isinstance(summary, dict) or not isinstance(summary.get("metrics"), dict):
+        raise DataError(f"{summary_path}: expected an object with a 'metrics' object")
+    kind = summary.get("task_kind")
+    if kind not in TASK_KINDS:
+        raise DataError(f"{summary_path}: expected task_kind in {list(TASK_KINDS)}, got {kind!r}")
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, ci in summary["metrics"].items():
+        if not isinstance(ci, dict) or any(not isinstance(ci.get(k), int | float) for k in _CI_KEYS):
+            raise DataError(f"{summary_path}: metric {name!r}: expected numbers 'mean', 'low', 'high', got {ci!r}")
+        metrics[name] = dict(ci)
+    method = summary.get("method") or _method_from_config(rd) or rd.name
+    per_task = _read_per_task(rd / "eval" / "per_task.jsonl")
+    for name, values in per_task.items():  # known metrics only in per_task.jsonl still get a CI
+        finite = values[np.isfinite(values)]
+        if name not in metrics and name in METRIC_INFO and finite.size:
+            metrics[name] = mean_ci(finite).to_dict()
+    pred, targets, mask = _read_predictions(rd / "eval" / "predictions.pt", kind)
+    n_tasks = int(summary.get("n_tasks") or (next(iter(per_task.values())).size if per_task else 0))
+    return RunResult(rd, str(method), str(method), kind, n_tasks, metrics, per_task, pred, targets, mask)
+
+
+def load_runs(run_dirs: list[str | Path] | list[Path]) -> list[RunResult]:
+    """Read several runs and give each a unique label (the method name, plus the directory on clashes)."""
+    if not run_dirs:
+        raise InvalidValueError("run_dirs: expected at least one run directory, got none")
+    runs = [load_run(d) for d in run_dirs]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.method] = counts.get(r.method, 0) + 1
+    seen: set[str] = set()
+    for r in runs:
+        label = r.method if counts[r.method] == 1 else f"{r.method} ({r.run_dir.name})"
+        base, k = label, 2
+        while label in seen:
+            label, k = f"{base} #{k}", k + 1
+        seen.add(label)
+        r.label = label
+    return runs
