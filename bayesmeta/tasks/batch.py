@@ -152,8 +152,11 @@ class TaskBatch:
         ):
             raise InvalidValueError(f"n_way: expected a positive integer or None, got {self.n_way!r}")
         _check_set("support", self.support_x, self.support_y, self.support_mask, self.n_way)
-        _check_set("query", self.query_x, self.query_y, self.query_mask, self.n_way)
         sx, qx = self.support_x, self.query_x
+        if not isinstance(qx, torch.Tensor) or qx.dim() < 3:
+            got = describe(qx) if isinstance(qx, torch.Tensor) else type(qx).__name__
+            raise ShapeError(f"query_x: expected a tensor [T, Q, *features] with at least 3 dims, got {got}")
+        # query_x against support_x first, so that a wrong T is blamed on query_x, not query_y
         if qx.shape[0] != sx.shape[0]:
             raise ShapeError(
                 f"query_x: expected T = {sx.shape[0]} tasks to match support_x, got {describe(qx)}"
@@ -163,6 +166,7 @@ class TaskBatch:
                 f"query_x: expected feature shape {list(sx.shape[2:])} to match support_x, "
                 f"got {describe(qx)}"
             )
+        _check_set("query", self.query_x, self.query_y, self.query_mask, self.n_way)
         if self.n_way is None and self.query_y.shape[2] != self.support_y.shape[2]:
             raise ShapeError(
                 f"query_y: expected Dy = {self.support_y.shape[2]} to match support_y, "
