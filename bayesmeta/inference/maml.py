@@ -152,7 +152,7 @@ class MAML(MetaLearner):
         self.fixed_noise: float | None = None
         if noise == "learned":
             if task_kind != "classification":
-                self.log_noise = nn.Parameter(torch.tensor(math.log(0.1)))
+                self.log_noise = nn.Parameter(torch.zeros(()))  # noise std 1 at the start
         elif isinstance(noise, (int, float)) and noise > 0:
             self.fixed_noise = float(noise)
         else:
