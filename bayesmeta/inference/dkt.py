@@ -223,8 +223,8 @@ def gp_condition(
         # Exact removal of padding: zero the padded rows/columns, put 1 on their diagonal and 0 in
         # their residual; the factor then has those rows decoupled (L_ii = 1, zeros elsewhere).
         pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-        diag = torch.where(mask, noise.expand(t, s), torch.ones((), dtype=k_ss.dtype, device=k_ss.device))
-        a = torch.where(pair, k_ss, torch.zeros((), dtype=k_ss.dtype)) + torch.diag_embed(diag)
+        diag = torch.where(mask, noise.expand(t, s), k_ss.new_ones(()))
+        a = torch.where(pair, k_ss, k_ss.new_zeros(())) + torch.diag_embed(diag)
         resid = resid * mask.unsqueeze(-1).to(resid.dtype)
         n_present = mask.sum(-1).to(k_ss.dtype)
     chol, jitter = robust_cholesky(a, max_jitter=max_jitter, name="DKT kernel matrix K + noise*I")
@@ -280,7 +280,8 @@ class DKT(MetaLearner):
         kernel: ``"rbf"`` (scaled RBF) or ``"spectral"`` (spectral mixture, one frequency per
             feature dimension).
         n_mixtures: spectral mixture components.
-        task_kind: ``"regression"`` or ``"classification"`` (one-vs-rest GPs on +-1 targets).
+        task_kind: ``"regression"``, ``"classification"`` (one-vs-rest GPs on +-1 targets),
+            or ``None`` to take the kind from each batch (``n_way`` set or not).
         n_way: C for classification; optional (taken from the batches), checked when given.
         noise_init: initial likelihood noise variance ``sigma^2``.
         learn_noise: learn ``sigma^2`` (the paper fixes it at 0.1 for classification).
@@ -320,7 +321,7 @@ class DKT(MetaLearner):
         backbone: nn.Module,
         kernel: KernelName = "rbf",
         n_mixtures: int = 4,
-        task_kind: TaskKind = "regression",
+        task_kind: TaskKind | None = None,
         n_way: int | None = None,
         noise_init: float = 0.1,
         learn_noise: bool = True,
@@ -354,7 +355,7 @@ class DKT(MetaLearner):
             raise ConfigError(f"temperature: expected a positive value, got {temperature!r}")
         if not 0 < max_jitter < 1e3:
             raise ConfigError(f"max_jitter: expected a value in (0, 1000), got {max_jitter!r}")
-        if n_way is not None and (task_kind != "classification" or isinstance(n_way, bool) or int(n_way) < 2):
+        if n_way is not None and (task_kind == "regression" or isinstance(n_way, bool) or int(n_way) < 2):
             raise ConfigError(f"n_way: expected an integer >= 2 for a classification DKT, got {n_way!r}")
         self.kernel_name = kernel
         self.feature_dim = int(fdim)
@@ -391,7 +392,7 @@ class DKT(MetaLearner):
                 f"{name}: expected dtype {str(ref.dtype).removeprefix('torch.')} to match the "
                 f"learner's parameters, got {describe(x)} (cast the batch or the learner)"
             )
-        z = self.deep_kernel.features(x)
+        z = self.deep_kernel.features(x, name)
         if z.shape[-1] != self.feature_dim:
             raise ShapeError(
                 f"{name}: the backbone produced features of size {z.shape[-1]}, but the kernel was "
@@ -469,7 +470,8 @@ class DKT(MetaLearner):
     def _to_predictive(
         self, posterior: DKTPosterior, mean: torch.Tensor, var_f: torch.Tensor
     ) -> GaussianPredictive | CategoricalPredictive:
-        var_y = var_f + posterior.noise  # [T, Q]: GP variance plus likelihood noise
+        # [T, Q]: GP variance plus likelihood noise; the floor only matters if min_noise = 0
+        var_y = (var_f + posterior.noise).clamp_min(1e-12)
         if posterior.n_way is None:
             return GaussianPredictive(mean.unsqueeze(0), var_y.unsqueeze(-1).expand_as(mean).unsqueeze(0))
         if self.class_probs == "softmax":

@@ -30,6 +30,7 @@ from torch import nn
 
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import ConfigError, ShapeError
+from bayesmeta.models._shapes import check_input_shape
 
 __all__ = ["KernelName", "DeepKernel", "make_base_kernel"]
 
@@ -103,18 +104,22 @@ class DeepKernel(nn.Module):
         self.feature_extractor = feature_extractor
         self.base_kernel = base_kernel
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Features ``[T, N, *input] -> [T, N, F]`` (2 leading dims kept)."""
+    def features(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Features ``[T, N, *input] -> [T, N, F]``.
+
+        The extractor sees one flat batch ``[T * N, *input]`` (what any backbone accepts) and
+        must return ``[T * N, F]``; ``name`` names ``x`` in error messages.
+        """
         fe = self.feature_extractor
+        check_input_shape(fe, x, name)
         fn = fe.features if hasattr(fe, "features") else fe
-        z = fn(x)
-        if z.dim() != 3 or z.shape[:2] != x.shape[:2]:
+        z = fn(x.flatten(0, 1))
+        if z.dim() != 2 or z.shape[0] != x.shape[0] * x.shape[1]:
             raise ShapeError(
-                f"features: expected the feature extractor to map [T, N, *input] = "
-                f"{list(x.shape)} to [T, N, F], got {describe(z)}; flatten image features inside "
-                "the backbone"
+                f"{name}: expected the feature extractor to map [T * N, *input] = "
+                f"{[x.shape[0] * x.shape[1], *x.shape[2:]]} to [T * N, F], got {describe(z)}"
             )
-        return z
+        return z.reshape(*x.shape[:2], z.shape[-1])
 
     def covariance(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Dense cross-covariance ``k(z1, z2)``: ``[T, N, F], [T, M, F] -> [T, N, M]``."""
