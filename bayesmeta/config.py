@@ -8,7 +8,9 @@ A config has five sections::
     training:   {steps: 2000, meta_batch_size: 25, lr: 0.001, seed: 0}
     evaluation: {n_episodes: 600, seed: 1234, tasks: {n_way: 20}}
 
-``evaluation.tasks`` overrides task options at evaluation only (a 20-way test of a 5-way model,
+``evaluation.n_episodes`` counts tasks (episodes); ``tasks_per_batch`` only groups them for
+compute and does not change which tasks are drawn. ``evaluation.tasks`` overrides task options
+at evaluation only (a 20-way test of a 5-way model,
 out-of-range query inputs...). Unknown sections, keys, methods, models and task families are
 :class:`~bayesmeta.exceptions.ConfigError` s that name the culprit and list the valid choices.
 """

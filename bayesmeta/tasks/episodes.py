@@ -13,10 +13,10 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from bayesmeta._validation import check_positive_int
-from bayesmeta.exceptions import InvalidValueError
+from bayesmeta.exceptions import InvalidValueError, ShapeError
 from bayesmeta.tasks.batch import TaskBatch
 
-__all__ = ["TaskSource", "fixed_episodes"]
+__all__ = ["TaskSource", "concat_tasks", "fixed_episodes"]
 
 
 @runtime_checkable
@@ -31,20 +31,23 @@ class TaskSource(Protocol):
 def fixed_episodes(
     source: TaskSource, n_episodes: int, seed: int, tasks_per_batch: int = 1
 ) -> list[TaskBatch]:
-    """A reproducible list of evaluation batches.
+    """A reproducible list of evaluation episodes (tasks), grouped into batches for compute.
 
-    Batches are drawn one after another from one generator seeded with ``seed``, so the first k
-    batches do not depend on ``n_episodes`` (asking for more episodes extends the list). They do
-    depend on ``tasks_per_batch``.
+    Every episode is drawn on its own (``source.sample(1, generator)``) from one generator
+    seeded with ``seed``, then consecutive episodes are stacked into batches of
+    ``tasks_per_batch`` (the last batch may be smaller). So the episodes depend only on
+    ``(source, seed)``: not on the batching, and the first k do not depend on ``n_episodes``.
+    Two methods evaluated with the same seed see the very same tasks, whatever their batch size.
 
     Args:
         source: a task source with ``sample(n_tasks, generator)``.
-        n_episodes: number of batches.
+        n_episodes: number of episodes (tasks) in total.
         seed: seed of the private CPU generator.
-        tasks_per_batch: T of every batch.
+        tasks_per_batch: T of every batch but possibly the last.
 
     Returns:
-        ``n_episodes`` :class:`TaskBatch` es of ``tasks_per_batch`` tasks each.
+        ``ceil(n_episodes / tasks_per_batch)`` :class:`TaskBatch` es holding ``n_episodes``
+        tasks in all.
 
     Raises:
         InvalidValueError: a non-positive count, or a source without ``sample``.
@@ -58,4 +61,43 @@ def fixed_episodes(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidValueError(f"seed: expected an integer, got {seed!r}")
     generator = torch.Generator().manual_seed(seed)
-    return [source.sample(tasks_per_batch, generator) for _ in range(n_episodes)]
+    tasks = [source.sample(1, generator) for _ in range(n_episodes)]
+    return [concat_tasks(tasks[i : i + tasks_per_batch]) for i in range(0, n_episodes, tasks_per_batch)]
+
+
+def concat_tasks(batches: list[TaskBatch]) -> TaskBatch:
+    """Stack task batches of one shape along the task dimension.
+
+    Raises:
+        ShapeError: the batches differ in shape, kind or ``n_way``.
+    """
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    for b in batches[1:]:
+        if b.n_way != first.n_way or b.support_x.shape[1:] != first.support_x.shape[1:] or (
+            b.query_x.shape[1:] != first.query_x.shape[1:]
+        ):
+            raise ShapeError(
+                f"batches: cannot stack tasks of different shapes or n_way: support_x "
+                f"{list(first.support_x.shape)} vs {list(b.support_x.shape)}, n_way {first.n_way} vs {b.n_way}"
+            )
+
+    def cat_mask(name: str, x_name: str) -> torch.Tensor | None:
+        masks = [getattr(b, name) for b in batches]
+        if all(m is None for m in masks):
+            return None
+        return torch.cat(
+            [m if m is not None else torch.ones(getattr(b, x_name).shape[:2], dtype=torch.bool)
+             for m, b in zip(masks, batches)]
+        )
+
+    return TaskBatch(
+        support_x=torch.cat([b.support_x for b in batches]),
+        support_y=torch.cat([b.support_y for b in batches]),
+        query_x=torch.cat([b.query_x for b in batches]),
+        query_y=torch.cat([b.query_y for b in batches]),
+        support_mask=cat_mask("support_mask", "support_x"),
+        query_mask=cat_mask("query_mask", "query_x"),
+        n_way=first.n_way,
+    )

@@ -32,16 +32,22 @@ def small_sampler() -> FewShotSampler:
     "source", [Sinusoid(noise_std=0.1), LinearGaussian(n_features=10), small_sampler()], ids=str
 )
 def test_fixed_episodes_reproducible(source: object) -> None:
-    a = fixed_episodes(source, n_episodes=4, seed=11, tasks_per_batch=3)
-    b = fixed_episodes(source, n_episodes=4, seed=11, tasks_per_batch=3)
-    c = fixed_episodes(source, n_episodes=4, seed=12, tasks_per_batch=3)
+    a = fixed_episodes(source, n_episodes=12, seed=11, tasks_per_batch=3)
+    b = fixed_episodes(source, n_episodes=12, seed=11, tasks_per_batch=3)
+    c = fixed_episodes(source, n_episodes=12, seed=12, tasks_per_batch=3)
     assert len(a) == 4 and all(e.n_tasks == 3 for e in a)
     assert same(a, b)
     assert not same(a, c)
     # asking for more episodes extends the list without changing the first ones
-    assert same(a, fixed_episodes(source, n_episodes=6, seed=11, tasks_per_batch=3)[:4])
+    assert same(a, fixed_episodes(source, n_episodes=18, seed=11, tasks_per_batch=3)[:4])
     # distinct episodes within one list
     assert not torch.equal(a[0].support_x, a[1].support_x)
+    # the batching does not change the tasks: 12 tasks one by one == the same 12 in fours
+    ones = fixed_episodes(source, n_episodes=12, seed=11, tasks_per_batch=1)
+    fours = fixed_episodes(source, n_episodes=12, seed=11, tasks_per_batch=5)
+    assert [e.n_tasks for e in fours] == [5, 5, 2]
+    for f in ("support_x", "query_y"):
+        assert torch.equal(torch.cat([getattr(e, f) for e in ones]), torch.cat([getattr(e, f) for e in fours]))
 
 
 def test_fixed_episodes_leave_global_rng_alone() -> None:
