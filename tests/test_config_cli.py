@@ -57,7 +57,7 @@ def test_cli_train_evaluate_resume_end_to_end(tmp_path: Path, capsys: pytest.Cap
         "tasks": {"name": "sinusoid", "k_shot": 5, "n_query": 5},
         "training": {"steps": 6, "meta_batch_size": 2, "val_episodes": 2, "val_every": 3, "checkpoint_every": 3,
                      "log_every": 1},
-        "evaluation": {"n_episodes": 3, "tasks_per_batch": 2},
+        "evaluation": {"n_episodes": 6, "tasks_per_batch": 4},
     }
     path, run = _write(tmp_path, cfg), tmp_path / "run"
     assert main(["train", str(path), "--run-dir", str(run), "--no-progress"]) == 0
