@@ -29,6 +29,7 @@ from torch import nn
 
 from bayesmeta.exceptions import ConfigError
 from bayesmeta.inference.base import MetaLearner
+from bayesmeta.inference.dkt import DKT
 from bayesmeta.inference.maml import MAML
 from bayesmeta.inference.protonet import ProtoNet
 from bayesmeta.models import MLP, Conv4
@@ -94,6 +95,7 @@ METHODS: Mapping[str, MethodSpec] = {
     "metasgd": MethodSpec(MAML, {"learn_inner_lr": True}),
     "anil": MethodSpec(MAML, {"adapt": "head"}),
     "protonet": MethodSpec(ProtoNet, head=False),
+    "dkt": MethodSpec(DKT, head=False),
 }
 
 MODELS: Mapping[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
@@ -230,6 +232,12 @@ def build_learner(cfg: Mapping[str, Any]) -> MetaLearner:
     opts = {**{k: v for k, v in cfg["method"].items() if k != "name"}, **spec.fixed}
     params = inspect.signature(spec.cls.__init__).parameters
     if "task_kind" in params:
+        given = opts.get("task_kind")
+        if given is not None and given != task_kind(cfg):
+            raise ConfigError(
+                f"method.task_kind: {given!r} contradicts the task family {cfg['tasks']['name']!r}, "
+                f"which is {task_kind(cfg)}"
+            )
         opts["task_kind"] = task_kind(cfg)
     model = build_model(cfg)
     try:

@@ -32,15 +32,18 @@ factor too and enter as extra right-hand sides.
 
 Classification follows the paper: one GP per class on +-1 targets (+1 for the class, -1 for
 the others), i.e. C one-vs-rest regressions per task; their marginal likelihoods are summed.
-The class scores become probabilities in one of two documented ways (``class_probs``):
+The class scores become probabilities in one of three documented ways (``class_probs``):
 
-- ``"max"`` (default): the probability that class c's predictive output is the largest,
-  ``P(c) = P(y_c > y_j for all j != c)`` with independent ``y_j ~ N(mu_j, s^2)``. All C GPs share
-  the kernel, noise and inputs, hence one variance ``s^2`` per query point, so
+- ``"max"`` (default): the probability that class c's latent GP score is the largest,
+  ``P(c) = P(f_c > f_j for all j != c)`` with independent ``f_j ~ N(mu_j, s^2)``. All C GPs share
+  the kernel, noise and inputs, hence one latent variance ``s^2`` per query point, so
   ``P(c) = E_{z ~ N(0,1)} prod_{j != c} Phi(z + (mu_c - mu_j) / s)``; the expectation is a
   Gauss-Hermite quadrature (deterministic and differentiable). The predicted class is the argmax
   of the means, exactly the paper's decision rule, and the probability softens with the GP's
-  predictive variance (large far from the support set).
+  posterior variance (large far from the support set in feature space).
+- ``"max_noisy"``: the same with the noisy outputs ``y_c = f_c + eps`` (variance ``s^2 +
+  sigma^2``): the noise of the +-1 encoding makes it less confident. On Omniglot 5-way 1-shot
+  both are under-confident, ``"max"`` less so (docs/dkt.md).
 - ``"softmax"``: ``softmax(mu / temperature)``, ignoring the variance.
 
 Masks: padded points (``mask == False``) are removed exactly, not approximately: their rows and
@@ -275,8 +278,9 @@ class DKT(MetaLearner):
     """Deep Kernel Transfer: a meta-learned deep kernel with an exact GP per task.
 
     Args:
-        backbone: feature extractor ``[T, N, *input] -> [T, N, F]``; ``backbone.features`` is
-            used when present (so an ``MLP``/``Conv4`` head is ignored), else ``backbone(x)``.
+        backbone: feature extractor, applied to the flattened points ``[T * N, *input]`` and
+            returning ``[T * N, F]``; ``backbone.features`` is used when present (so an
+            ``MLP``/``Conv4`` head is ignored), else ``backbone(x)``.
         kernel: ``"rbf"`` (scaled RBF) or ``"spectral"`` (spectral mixture, one frequency per
             feature dimension).
         n_mixtures: spectral mixture components.
@@ -289,8 +293,8 @@ class DKT(MetaLearner):
         mean: ``"constant"`` (a learned constant, as the reference) or ``"zero"``.
         ard: one RBF lengthscale per feature dimension.
         feature_dim: F; read from ``backbone.feature_dim`` when omitted.
-        class_probs: ``"max"`` or ``"softmax"``, how one-vs-rest scores become probabilities
-            (see the module docstring).
+        class_probs: ``"max"``, ``"max_noisy"`` or ``"softmax"``: how the one-vs-rest scores
+            become probabilities (see the module docstring).
         temperature: softmax temperature for ``class_probs="softmax"``.
         max_jitter: largest relative Cholesky jitter tried before :class:`NumericalError`.
 
@@ -303,7 +307,6 @@ class DKT(MetaLearner):
     config_keys: ClassVar[tuple[str, ...]] = (
         "kernel",
         "n_mixtures",
-        "task_kind",
         "n_way",
         "noise_init",
         "learn_noise",
@@ -329,7 +332,7 @@ class DKT(MetaLearner):
         mean: Literal["constant", "zero"] = "constant",
         ard: bool = False,
         feature_dim: int | None = None,
-        class_probs: Literal["max", "softmax"] = "max",
+        class_probs: Literal["max", "max_noisy", "softmax"] = "max",
         temperature: float = 1.0,
         max_jitter: float = 1e-1,
     ) -> None:
@@ -349,8 +352,8 @@ class DKT(MetaLearner):
             )
         if mean not in ("constant", "zero"):
             raise ConfigError(f"mean: expected 'constant' or 'zero', got {mean!r}")
-        if class_probs not in ("max", "softmax"):
-            raise ConfigError(f"class_probs: expected 'max' or 'softmax', got {class_probs!r}")
+        if class_probs not in ("max", "max_noisy", "softmax"):
+            raise ConfigError(f"class_probs: expected 'max', 'max_noisy' or 'softmax', got {class_probs!r}")
         if not temperature > 0:
             raise ConfigError(f"temperature: expected a positive value, got {temperature!r}")
         if not 0 < max_jitter < 1e3:
@@ -476,7 +479,10 @@ class DKT(MetaLearner):
             return GaussianPredictive(mean.unsqueeze(0), var_y.unsqueeze(-1).expand_as(mean).unsqueeze(0))
         if self.class_probs == "softmax":
             return CategoricalPredictive(logits=(mean / self.temperature).unsqueeze(0))
-        return CategoricalPredictive(logits=max_class_probs(mean, var_y).unsqueeze(0))
+        # the latent variance vanishes at a query equal to a support point: floor it so that
+        # (mu_c - mu_j) / s stays finite (ties give 0 / s = 0, the right limit)
+        var = var_y if self.class_probs == "max_noisy" else var_f.clamp_min(1e-10)
+        return CategoricalPredictive(logits=max_class_probs(mean, var).unsqueeze(0))
 
     # ------------------------------------------------------------- interface
     def meta_loss(self, batch: TaskBatch) -> StepOutput:
