@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from bayesmeta._validation import check_positive_int
-from bayesmeta.exceptions import ConfigError, ShapeError
+from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
 from bayesmeta.inference.inner_loop import (
     Params,
@@ -282,6 +282,12 @@ class MAML(MetaLearner):
         """Point-estimate predictive (M = 1) at ``query_x`` ``[T, Q, ...]``."""
         self.check_query_x(posterior, query_x)
         out = self._outputs(posterior, query_x)
+        if not bool(torch.isfinite(out).all()):
+            bad = (~torch.isfinite(out)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise NumericalError(
+                f"adapt: the inner loop diverged (non-finite outputs) for task(s) {bad[:10]}; "
+                f"lower inner_lr ({self.inner_lr}) or the number of inner steps"
+            )
         if posterior.n_way is not None:
             return CategoricalPredictive(logits=out.unsqueeze(0))
         var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)

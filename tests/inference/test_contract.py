@@ -127,3 +127,14 @@ def test_mismatched_input_shape_names_the_argument(name: str) -> None:
     bad = TaskBatch(wrong, batch.support_y, torch.zeros(T, batch.query_x.shape[1], *wrong.shape[2:]), batch.query_y, n_way=batch.n_way)
     with pytest.raises(BayesMetaError, match="support_x: (MLP|Conv4) expects examples of shape"):
         learner.meta_loss(bad)
+
+
+def test_diverging_inner_loop_is_a_numerical_error_not_a_nan() -> None:
+    from bayesmeta.exceptions import NumericalError
+
+    torch.manual_seed(0)
+    learner = MAML(MLP(1, 1, hidden=(8,)), inner_lr=1e3, inner_steps=30, task_kind="regression")
+    batch = regression_batch()
+    big = TaskBatch(batch.support_x * 100, batch.support_y * 100, batch.query_x, batch.query_y)
+    with pytest.raises(NumericalError, match="inner loop diverged"):
+        learner(big)
