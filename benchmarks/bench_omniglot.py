@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from bayesmeta.runs import evaluate_run, train_run
+from bayesmeta.training import load_checkpoint
 
 CONFIGS = {
     "protonet": {
@@ -49,21 +50,27 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, required=True, help="meta-training wall-clock budget")
     ap.add_argument("--run-dir", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--episodes", type=int, default=600, help="test episodes per way count")
+    ap.add_argument("--episodes", type=int, default=600, help="test episodes (tasks) per way count")
+    ap.add_argument("--eval-only", action="store_true", help="evaluate the run's kept checkpoint, no training")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = copy.deepcopy(CONFIGS[args.method])
     cfg["training"]["max_minutes"] = args.minutes
     t0 = time.time()
-    res = train_run(cfg, args.run_dir, progress=False)
+    if args.eval_only:
+        ckpt = load_checkpoint(args.run_dir / "checkpoints" / "last.pt")
+        steps, best_val, best_step = ckpt["step"], ckpt["best_val"], ckpt["best_step"]
+    else:
+        res = train_run(cfg, args.run_dir, progress=False)
+        steps, best_val, best_step = res.steps, res.best_val, res.best_step
     train_s = time.time() - t0
     out: dict[str, object] = {
         "benchmark": f"omniglot_{args.method}",
-        "train_steps": res.steps,
-        "train_minutes": train_s / 60,
-        "best_val": res.best_val,
-        "best_step": res.best_step,
+        "train_steps": steps,
+        "train_minutes": None if args.eval_only else train_s / 60,
+        "best_val": best_val,
+        "best_step": best_step,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
