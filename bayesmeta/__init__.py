@@ -15,11 +15,25 @@ from bayesmeta.exceptions import (
     NumericalError,
     ShapeError,
 )
-from bayesmeta.inference import MAML, MetaLearner, ProtoNet, StepOutput, TaskPosterior
+from bayesmeta.inference import (
+    ANP,
+    BMAML,
+    CNP,
+    DKT,
+    MAML,
+    NP,
+    PLATIPUS,
+    VERSA,
+    MetaLearner,
+    ProtoNet,
+    StepOutput,
+    TaskPosterior,
+)
 from bayesmeta.models import MLP, Conv4
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks import (
     FewShotSampler,
+    GPCurves,
     LinearGaussian,
     Sinusoid,
     SupportSet,
@@ -32,6 +46,13 @@ from bayesmeta.training import MetaTrainer, load_checkpoint
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANP",
+    "BMAML",
+    "CNP",
+    "DKT",
+    "NP",
+    "PLATIPUS",
+    "VERSA",
     "BayesMetaError",
     "CategoricalPredictive",
     "CheckpointError",
@@ -40,6 +61,7 @@ __all__ = [
     "DataError",
     "EvaluationResult",
     "FewShotSampler",
+    "GPCurves",
     "GaussianPredictive",
     "InvalidValueError",
     "LinearGaussian",

@@ -28,10 +28,16 @@ import yaml
 from torch import nn
 
 from bayesmeta.exceptions import ConfigError
+from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.base import MetaLearner
+from bayesmeta.inference.bmaml import BMAML
+from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT
+from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.maml import MAML
+from bayesmeta.inference.platipus import PLATIPUS
 from bayesmeta.inference.protonet import ProtoNet
+from bayesmeta.inference.versa import VERSA
 from bayesmeta.models import MLP, Conv4
 from bayesmeta.tasks import (
     FewShotSampler,
@@ -42,6 +48,7 @@ from bayesmeta.tasks import (
     omniglot,
 )
 from bayesmeta.tasks.episodes import TaskSource
+from bayesmeta.tasks.gp_curves import GPCurves
 
 __all__ = [
     "METHODS",
@@ -82,11 +89,15 @@ class MethodSpec:
         cls: the learner class; its ``config_keys`` are the options a config may set.
         fixed: options implied by the name (``fomaml`` is MAML with ``first_order=True``).
         head: whether the backbone needs a linear head (sized to n_way / Dy when not given).
+        backbone: whether the learner takes a backbone from the ``model`` section; learners
+            without one (neural processes) get ``x_dim``/``y_dim`` from the task family and
+            refuse a non-empty ``model`` section.
     """
 
     cls: type[MetaLearner]
     fixed: Mapping[str, Any] = field(default_factory=dict)
     head: bool = True
+    backbone: bool = True
 
 
 METHODS: Mapping[str, MethodSpec] = {
@@ -96,6 +107,12 @@ METHODS: Mapping[str, MethodSpec] = {
     "anil": MethodSpec(MAML, {"adapt": "head"}),
     "protonet": MethodSpec(ProtoNet, head=False),
     "dkt": MethodSpec(DKT, head=False),
+    "bmaml": MethodSpec(BMAML),
+    "platipus": MethodSpec(PLATIPUS),
+    "versa": MethodSpec(VERSA, head=False),
+    "cnp": MethodSpec(CNP, backbone=False),
+    "np": MethodSpec(NP, backbone=False),
+    "anp": MethodSpec(ANP, backbone=False),
 }
 
 MODELS: Mapping[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
@@ -134,6 +151,7 @@ TASKS: Mapping[str, TaskSpec] = {
     "linear_gaussian": TaskSpec(
         "regression", _regression_source(LinearGaussian), _keys(LinearGaussian.__init__, ("self", "dtype"))
     ),
+    "gp_curves": TaskSpec("regression", _regression_source(GPCurves), _keys(GPCurves.__init__, ("self", "dtype"))),
     "omniglot": TaskSpec(
         "classification", _omniglot_source, ("n_way", "k_shot", "n_query", "rotations")
     ),
@@ -158,6 +176,20 @@ def _pick(section: str, registry: Mapping[str, Any], cfg: Mapping[str, Any]) -> 
     return str(name)
 
 
+def _resolve_model(
+    model: dict[str, Any], spec: MethodSpec, tspec: TaskSpec, tasks: Mapping[str, Any]
+) -> dict[str, Any]:
+    model.setdefault("name", "conv4" if tspec.kind == "classification" else "mlp")
+    mname = _pick("model", MODELS, model)
+    _check_keys("model", model, ("name", *_keys(MODELS[mname].__init__)))
+    if mname == "mlp":
+        model.setdefault("in_features", tasks.get("in_features", 1))
+        model.setdefault("out_features", 1 if tspec.kind == "regression" else tasks.get("n_way", 5))
+    elif mname == "conv4" and spec.head:
+        model.setdefault("out_features", tasks.get("n_way", 5))
+    return model
+
+
 def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a config dict and fill in defaults; returns a new, fully resolved dict.
 
@@ -180,15 +212,16 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     _check_keys("tasks", cfg["tasks"], ("name", *tspec.keys))
 
     model = dict(cfg.get("model") or {})
-    model.setdefault("name", "conv4" if tspec.kind == "classification" else "mlp")
-    mname = _pick("model", MODELS, model)
-    _check_keys("model", model, ("name", *_keys(MODELS[mname].__init__)))
-    if mname == "mlp":
-        model.setdefault("in_features", cfg["tasks"].get("in_features", 1))
-        model.setdefault("out_features", 1 if tspec.kind == "regression" else cfg["tasks"].get("n_way", 5))
-    elif mname == "conv4" and spec.head:
-        model.setdefault("out_features", cfg["tasks"].get("n_way", 5))
-    cfg["model"] = model
+    if not spec.backbone:
+        if model:
+            raise ConfigError(
+                f"model: {method!r} builds its own encoder and decoder; leave the model section empty, "
+                f"got keys {', '.join(map(repr, model))}"
+            )
+        cfg["model"] = {}
+        model = None
+    if model is not None:
+        cfg["model"] = _resolve_model(model, spec, tspec, cfg["tasks"])
 
     training = {**TRAINING_DEFAULTS, **(cfg.get("training") or {})}
     _check_keys("training", training, tuple(TRAINING_DEFAULTS))
@@ -239,9 +272,14 @@ def build_learner(cfg: Mapping[str, Any]) -> MetaLearner:
                 f"which is {task_kind(cfg)}"
             )
         opts["task_kind"] = task_kind(cfg)
-    model = build_model(cfg)
+    if not spec.backbone:
+        opts.setdefault("x_dim", cfg["tasks"].get("in_features", 1))
+        opts.setdefault("y_dim", 1)
+        opts.pop("task_kind", None)
     try:
-        return spec.cls(model, **opts)  # type: ignore[call-arg]
+        if not spec.backbone:
+            return spec.cls(**opts)  # type: ignore[call-arg]
+        return spec.cls(build_model(cfg), **opts)  # type: ignore[call-arg]
     except TypeError as e:
         raise ConfigError(f"method: cannot build {cfg['method']['name']!r} from {opts}: {e}") from None
 

@@ -1,11 +1,42 @@
-"""Meta-learners: one file per method, all implementing :class:`MetaLearner`."""
+"""Meta-learners: one file per method, all implementing :class:`MetaLearner`.
 
+| family | learners |
+|---|---|
+| gradient, point | :class:`MAML` (FOMAML, Meta-SGD, ANIL as options) |
+| gradient, particles / Gaussian | :class:`BMAML` (SVGD), :class:`PLATIPUS` |
+| amortized | :class:`ProtoNet`, :class:`VERSA`, :class:`CNP`, :class:`NP`, :class:`ANP` |
+| conjugate | :class:`DKT` (deep-kernel GP) |
+"""
+
+from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
+from bayesmeta.inference.bmaml import BMAML, ParticlePosterior
+from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT, DKTPosterior
+from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.maml import MAML, MAMLPosterior
+from bayesmeta.inference.neural_process import NeuralProcessPosterior
+from bayesmeta.inference.platipus import PLATIPUS
 from bayesmeta.inference.protonet import ProtoNet, ProtoPosterior
+from bayesmeta.inference.versa import VERSA, VERSAPosterior
 
 __all__ = [
+    "ANP",
+    "BMAML",
+    "CNP",
     "DKT",
     "DKTPosterior",
-    "MAML", "MAMLPosterior", "MetaLearner", "ProtoNet", "ProtoPosterior", "StepOutput", "TaskPosterior"]
+    "MAML",
+    "MAMLPosterior",
+    "MetaLearner",
+    "NP",
+    "NeuralProcessPosterior",
+    "PLATIPUS",
+    "ParticlePosterior",
+    "ProtoNet",
+    "ProtoPosterior",
+    "StepOutput",
+    "TaskPosterior",
+    "VERSA",
+    "VERSAPosterior",
+]

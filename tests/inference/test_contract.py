@@ -13,6 +13,13 @@ import torch
 
 from bayesmeta.exceptions import BayesMetaError
 from bayesmeta.inference import MAML, MetaLearner, ProtoNet
+from bayesmeta.inference.anp import ANP
+from bayesmeta.inference.bmaml import BMAML
+from bayesmeta.inference.cnp import CNP
+from bayesmeta.inference.dkt import DKT
+from bayesmeta.inference.latent_np import NP
+from bayesmeta.inference.platipus import PLATIPUS
+from bayesmeta.inference.versa import VERSA
 from bayesmeta.models import MLP, Conv4
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 from bayesmeta.tasks import TaskBatch
@@ -37,6 +44,11 @@ def classification_batch(seed: int = 0) -> TaskBatch:
     )
 
 
+def _features() -> torch.nn.Module:
+    """A head-less feature extractor, so that every parameter is used by feature-based learners."""
+    return torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh())
+
+
 LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]] = {
     "maml-regression": (lambda: MAML(MLP(1, 1, hidden=(8, 8)), inner_steps=2, task_kind="regression"), regression_batch),
     "fomaml-regression": (lambda: MAML(MLP(1, 1, hidden=(8,)), first_order=True, task_kind="regression"), regression_batch),
@@ -49,6 +61,17 @@ LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]
         lambda: MAML(Conv4(out_features=N_WAY, hidden=8), adapt="head", task_kind="classification"), classification_batch
     ),
     "protonet": (lambda: ProtoNet(Conv4(hidden=8)), classification_batch),
+    "bmaml-regression": (
+        lambda: BMAML(MLP(1, 1, hidden=(8,)), n_particles=3, prior="learned", task_kind="regression"), regression_batch
+    ),
+    "platipus-regression": (lambda: PLATIPUS(MLP(1, 1, hidden=(8,)), n_samples=3, task_kind="regression"), regression_batch),
+    "versa-classification": (lambda: VERSA(Conv4(hidden=8), n_samples=4), classification_batch),
+    "versa-regression": (lambda: VERSA(_features(), n_samples=4, task_kind="regression", feature_dim=8), regression_batch),
+    "dkt-regression": (lambda: DKT(_features(), task_kind="regression", feature_dim=8), regression_batch),
+    "dkt-classification": (lambda: DKT(Conv4(hidden=8, norm="group"), task_kind="classification"), classification_batch),
+    "cnp": (lambda: CNP(hidden=16, r_dim=16), regression_batch),
+    "np": (lambda: NP(hidden=16, r_dim=16, z_dim=8, n_samples=3), regression_batch),
+    "anp": (lambda: ANP(hidden=16, r_dim=16, z_dim=8, n_samples=3), regression_batch),
 }
 
 
