@@ -96,12 +96,12 @@ def _train(learner: torch.nn.Module, source: Sinusoid, steps: int, seed: int) ->
             "final_loss": res.history[-1]["loss"] if res.history else float("nan")}
 
 
-def accuracy(steps: int, n_episodes: int, threads: int) -> dict[str, Any]:
+def accuracy(steps: int, n_tasks: int, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     out: dict[str, Any] = {}
     for k in (5, 10):
         source = Sinusoid(k_shot=k, n_query=10)
-        episodes = fixed_episodes(source, n_episodes, seed=1234, tasks_per_batch=50)
+        episodes = fixed_episodes(source, n_tasks, seed=1234, tasks_per_batch=50)
         rows: dict[str, Any] = {}
         trained: dict[str, torch.nn.Module] = {}
         for name in ("maml", "bmaml", "bmaml_prior", "platipus", "platipus_from_maml"):
@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--lg-noise", choices=("fixed", "learned"), default="fixed",
                     help="linear_gaussian: give every learner the true noise std, or learn it")
     ap.add_argument("--steps", type=int, default=4000, help="meta-steps per method (accuracy)")
-    ap.add_argument("--episodes", type=int, default=12, help="evaluation batches of 50 tasks (accuracy)")
+    ap.add_argument("--tasks", type=int, default=600, help="evaluation tasks (accuracy)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (accuracy)")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (cost)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: runs in seconds")
@@ -270,9 +270,9 @@ def main() -> None:
     if args.memory_one:
         print(json.dumps(_memory_one(args.memory_one[0], int(args.memory_one[1]))))
         return
-    steps, episodes, rounds, n = args.steps, args.episodes, args.rounds, 10
+    steps, n_tasks, rounds, n = args.steps, args.tasks, args.rounds, 10
     if args.smoke:
-        steps, episodes, rounds, n = 3, 1, 1, 1
+        steps, n_tasks, rounds, n = 3, 10, 1, 1
     result: dict[str, Any] = {
         "benchmark": "bayesian_maml",
         "date": datetime.date.today().isoformat(),
@@ -280,11 +280,11 @@ def main() -> None:
                     "python": platform.python_version()},
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "setup": {"family": "sinusoid", "n_query": 10, "backbone": "mlp-40-40", "meta_batch_size": 25,
-                  "inner_lr": INNER_LR, "inner_steps": 1, "steps": steps, "eval_tasks": 50 * episodes,
+                  "inner_lr": INNER_LR, "inner_steps": 1, "steps": steps, "eval_tasks": n_tasks,
                   "train_threads": args.threads},
     }
     if args.part in ("all", "accuracy"):
-        result["accuracy"] = accuracy(steps, episodes, args.threads)
+        result["accuracy"] = accuracy(steps, n_tasks, args.threads)
     if args.part in ("all", "linear_gaussian"):
         lg_steps = 3 if args.smoke else args.lg_steps
         result["linear_gaussian"] = {"steps": lg_steps, "noise": args.lg_noise,
