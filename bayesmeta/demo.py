@@ -1,6 +1,6 @@
 """``bayesmeta demo``: the default job, end to end on bundled data.
 
-Meta-trains MAML on sinusoid regression (5-shot... as in MAML: 10-shot, 1 inner step, 40-40 MLP)
+Meta-trains MAML on sinusoid regression (as in MAML: 10-shot, 1 inner step, 40-40 MLP)
 and ProtoNets on Omniglot 5-way 1-shot on a small budget, evaluates both on fixed test episodes
 and prints one results table (accuracy or MSE, NLL, calibration) with 95% CIs over tasks.
 The budget is sized to finish in a few minutes on 2 CPU cores; ``smoke=True`` shrinks it to
@@ -30,10 +30,11 @@ DEMO_CONFIGS: dict[str, dict[str, Any]] = {
     "protonet_omniglot_5w1s": {
         "method": {"name": "protonet"},
         "model": {"name": "conv4", "hidden": 64},
-        "tasks": {"name": "omniglot", "n_way": 5, "k_shot": 1, "n_query": 15},
+        # 5 queries per class in training (cheaper steps), the usual 15 at test
+        "tasks": {"name": "omniglot", "n_way": 5, "k_shot": 1, "n_query": 5},
         "training": {"steps": 600, "meta_batch_size": 4, "lr": 1e-3, "seed": 0,
                      "val_episodes": 50, "val_every": 200, "checkpoint_every": 200},
-        "evaluation": {"n_episodes": 600, "seed": 1234, "tasks_per_batch": 20},
+        "evaluation": {"n_episodes": 600, "seed": 1234, "tasks_per_batch": 20, "tasks": {"n_query": 15}},
     },
 }
 
