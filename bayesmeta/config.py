@@ -184,7 +184,11 @@ def _resolve_model(
     _check_keys("model", model, ("name", *_keys(MODELS[mname].__init__)))
     if mname == "mlp":
         model.setdefault("in_features", tasks.get("in_features", 1))
-        model.setdefault("out_features", 1 if tspec.kind == "regression" else tasks.get("n_way", 5))
+        if spec.head:
+            model.setdefault("out_features", 1 if tspec.kind == "regression" else tasks.get("n_way", 5))
+        else:
+            # feature-based learners use the body only: no head whose weights never get a gradient
+            model.setdefault("out_features", None)
     elif mname == "conv4" and spec.head:
         model.setdefault("out_features", tasks.get("n_way", 5))
     return model

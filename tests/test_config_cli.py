@@ -91,3 +91,21 @@ def test_cli_refuses_to_resume_a_run_with_another_config(tmp_path: Path, capsys:
     cfg["method"]["inner_lr"] = 0.3
     assert main(["train", str(_write(tmp_path, cfg)), "--run-dir", str(run), "--no-progress"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_feature_based_methods_get_headless_backbones_so_every_parameter_learns() -> None:
+    import torch
+
+    from bayesmeta.config import build_episodes
+
+    for method in ({"name": "versa", "n_samples": 2}, {"name": "dkt"}, {"name": "protonet"}):
+        tasks = {"name": "sinusoid", "k_shot": 4, "n_query": 4} if method["name"] != "protonet" else {
+            "name": "omniglot", "n_way": 3, "k_shot": 1, "n_query": 1}
+        cfg = resolve_config({"method": method, "tasks": tasks,
+                              "model": {"name": "mlp", "hidden": [8]} if method["name"] != "protonet" else {"name": "conv4", "hidden": 8},
+                              "evaluation": {"n_episodes": 2, "tasks_per_batch": 2}})
+        learner = build_learner(cfg)
+        learner.meta_loss(build_episodes(cfg, "test")[0]).loss.backward()
+        missing = [n for n, p in learner.named_parameters() if p.grad is None]
+        assert not missing, (method["name"], missing)
+        assert torch.isfinite(torch.stack([p.grad.abs().sum() for p in learner.parameters()])).all()

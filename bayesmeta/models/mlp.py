@@ -16,28 +16,30 @@ class MLP(nn.Module):
     """``in_features -> hidden... -> out_features`` with ReLU; safe under ``vmap`` (no buffers).
 
     The last layer is ``self.head`` so that head-only adaptation (ANIL) can name it; everything
-    before it is ``self.body``.
+    before it is ``self.body``. With ``out_features=None`` there is no head and the network is a
+    feature extractor (for ProtoNet, VERSA, DKT), so every parameter is used.
 
     Args:
         in_features: D, size of the last input dimension.
-        out_features: Dy (regression) or C (classification logits).
+        out_features: Dy (regression) or C (classification logits); ``None`` for no head.
         hidden: widths of the hidden layers; ``()`` gives a linear model.
         activation: module class used between layers.
 
     Shapes:
-        ``forward``: ``[..., D] -> [..., out_features]``.
+        ``forward``: ``[..., D] -> [..., out_features]`` (``[..., feature_dim]`` without head).
     """
 
     def __init__(
         self,
         in_features: int,
-        out_features: int,
+        out_features: int | None,
         hidden: Sequence[int] = (40, 40),
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         check_positive_int("in_features", in_features)
-        check_positive_int("out_features", out_features)
+        if out_features is not None:
+            check_positive_int("out_features", out_features)
         for h in hidden:
             check_positive_int("hidden", h)
         layers: list[nn.Module] = []
@@ -51,11 +53,12 @@ class MLP(nn.Module):
         self.input_shape: tuple[int | None, ...] = (in_features,)
         self.feature_dim = width
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, out_features)
+        self.head: nn.Linear | None = None if out_features is None else nn.Linear(width, out_features)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features, ``[..., D] -> [..., feature_dim]``."""
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        f = self.body(x)
+        return f if self.head is None else self.head(f)
