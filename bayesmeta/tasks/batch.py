@@ -42,6 +42,11 @@ def _check_set(
         raise InvalidValueError(f"{prefix}_x: expected a floating-point tensor, got {describe(x)}")
     check_finite(f"{prefix}_x", x)
     t_, n_ = x.shape[:2]
+    if t_ == 0 or n_ == 0:
+        raise ShapeError(
+            f"{prefix}_x: expected at least one task and one {prefix} point, got {describe(x)}"
+            + (" (an empty context set)" if prefix == "support" and n_ == 0 else "")
+        )
     if n_way is not None:
         if y.shape != (t_, n_):
             raise ShapeError(

@@ -72,3 +72,10 @@ def test_error_messages_say_expected_and_given() -> None:
     with pytest.raises(ShapeError) as e:
         cls_batch(query_x=torch.zeros(3, 3, 1, 4, 4))
     assert "expected T = 2" in str(e.value) and "[3, 3, 1, 4, 4]" in str(e.value)
+
+
+def test_empty_context_set_is_refused_by_the_container() -> None:
+    with pytest.raises(ShapeError, match="support_x: expected at least one task and one support point.*empty context"):
+        reg_batch(support_x=torch.zeros(2, 0, 1), support_y=torch.zeros(2, 0, 1))
+    with pytest.raises(ShapeError, match="query_x"):
+        reg_batch(query_x=torch.zeros(2, 0, 1), query_y=torch.zeros(2, 0, 1))
