@@ -200,14 +200,15 @@ class MAML(MetaLearner):
             mask = torch.ones(support.x.shape[:2], dtype=torch.bool, device=support.x.device)
         inputs = self._inputs(support.x)
         if is_cls:
-            self._check_out_dim(f, adapted, inputs, support.n_way)
+            self._check_out_dim(support.n_way)
         new = batched_gradient_steps(
             task_loss, adapted, inputs, support.y, mask, steps, self._step_sizes(),
             first_order=first_order, chunk_size=self.chunk_size,
         )
         return MAMLPosterior(new, support.n_way)
 
-    def _check_out_dim(self, f, adapted: Params, inputs: torch.Tensor, n_way: int | None) -> None:
+    def _check_out_dim(self, n_way: int | None) -> None:
+        """Refuse a batch whose n_way differs from the head's number of logits."""
         out_features = getattr(self.model, "out_features", None)
         if out_features is not None and n_way is not None and out_features != n_way:
             raise ShapeError(

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bayesmeta.exceptions import ConfigError, InvalidValueError
+from bayesmeta.exceptions import ConfigError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.models._shapes import check_input_shape
+from bayesmeta.models.set_encoders import masked_class_mean
 from bayesmeta.predictive import CategoricalPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
-__all__ = ["ProtoNet", "ProtoPosterior", "class_prototypes"]
+__all__ = ["ProtoNet", "ProtoPosterior"]
 
 
 @dataclass
@@ -35,35 +36,6 @@ class ProtoPosterior(TaskPosterior):
     @property
     def n_tasks(self) -> int:
         return self.prototypes.shape[0]
-
-
-def class_prototypes(
-    features: torch.Tensor, labels: torch.Tensor, n_way: int, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean feature per class, batched over tasks.
-
-    Args:
-        features: ``[T, S, D]``.
-        labels: ``[T, S]`` int64 in ``[0, n_way)``.
-        n_way: C.
-        mask: optional ``[T, S]`` bool; hidden points do not count.
-
-    Returns:
-        ``[T, C, D]`` class means.
-
-    Raises:
-        InvalidValueError: a class of some task has no (present) support example.
-    """
-    onehot = torch.nn.functional.one_hot(labels, n_way).to(features.dtype)  # [T, S, C]
-    if mask is not None:
-        onehot = onehot * mask.unsqueeze(-1).to(features.dtype)
-    counts = onehot.sum(1)  # [T, C]
-    if bool((counts == 0).any()):
-        t, c = (counts == 0).nonzero()[0].tolist()
-        raise InvalidValueError(
-            f"support_y: expected at least one support example per class, but class {c} of task {t} has none"
-        )
-    return torch.einsum("tsc,tsd->tcd", onehot, features) / counts.unsqueeze(-1)
 
 
 class ProtoNet(MetaLearner):
@@ -103,7 +75,8 @@ class ProtoNet(MetaLearner):
         """Class prototypes from the support set (one forward pass, pure)."""
         self.check_batch(support, "support")
         assert support.n_way is not None
-        return ProtoPosterior(class_prototypes(self.embed(support.x, "support_x"), support.y, support.n_way, support.mask))
+        prototypes, _ = masked_class_mean(self.embed(support.x, "support_x"), support.y, support.n_way, support.mask)
+        return ProtoPosterior(prototypes)
 
     def predict(self, posterior: ProtoPosterior, query_x: torch.Tensor) -> CategoricalPredictive:
         """Softmax over negative squared distances, M = 1."""

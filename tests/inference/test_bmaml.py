@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from _linear_gaussian_eval import K_EVAL, lg_scores, lg_train
 from torch.func import functional_call
 
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
@@ -16,7 +17,7 @@ from bayesmeta.inference.bmaml import BMAML, ParticlePosterior
 from bayesmeta.models import MLP
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 from bayesmeta.priors import DiagonalGaussianPrior
-from bayesmeta.tasks import LinearGaussian, TaskBatch
+from bayesmeta.tasks import TaskBatch
 
 F64 = torch.float64
 RTOL = 1e-6
@@ -216,45 +217,6 @@ def test_gradients_reach_every_meta_parameter(prior: str | None, objective: str)
 
 
 # ------------------------------------------------------------------ LinearGaussian behaviour
-LG = LinearGaussian(k_shot=10, n_query=10, noise_std=0.3, x_range=(-2.0, 2.0), dtype=F64)
-K_EVAL = (1, 2, 5, 10)
-
-
-def _with_k(b: TaskBatch, k: int) -> TaskBatch:
-    mask = torch.zeros(b.support_x.shape[:2], dtype=torch.bool)
-    mask[:, :k] = True
-    return TaskBatch(b.support_x, b.support_y, b.query_x, b.query_y, support_mask=mask)
-
-
-def lg_train(learner: torch.nn.Module, steps: int, seed: int = 0) -> None:
-    """Adam on LinearGaussian batches whose support sizes are drawn from 1..10 (masks)."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(learner.parameters(), lr=0.01)
-    for _ in range(steps):
-        b = LG.sample(25, g)
-        k = torch.randint(1, 11, (25, 1), generator=g)
-        b = TaskBatch(b.support_x, b.support_y, b.query_x, b.query_y, support_mask=torch.arange(10)[None] < k)
-        opt.zero_grad()
-        learner.meta_loss(b).loss.backward()
-        opt.step()
-
-
-def lg_scores(learner: torch.nn.Module) -> dict[int, dict[str, float]]:
-    """Mean predictive variance, KL(exact || learner) and W2 per support size on fixed episodes."""
-    from bayesmeta.diagnostics.reference import exact_reference, score_against_reference
-
-    b = LG.sample(50, torch.Generator().manual_seed(123))
-    out = {}
-    for k in K_EVAL:
-        bk = _with_k(b, k)
-        with torch.no_grad():
-            pred = learner.predict(learner.adapt(bk.support), bk.query_x)
-        sc = score_against_reference(pred, exact_reference(LG, bk, bk.query_x))
-        out[k] = {"var": float(pred.variance.mean()), "kl": float(sc["kl"].mean()), "w2": float(sc["w2"].mean())}
-    return out
-
-
 @pytest.fixture(scope="module")
 def lg_trained() -> dict[str, dict[int, dict[str, float]]]:
     n = torch.get_num_threads()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from _linear_gaussian_eval import K_EVAL, lg_scores, lg_train
 from torch.func import functional_call
 
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
@@ -16,7 +17,7 @@ from bayesmeta.inference.bmaml import ParticlePosterior
 from bayesmeta.inference.platipus import PLATIPUS
 from bayesmeta.models import MLP
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
-from bayesmeta.tasks import LinearGaussian, TaskBatch
+from bayesmeta.tasks import TaskBatch
 
 F64 = torch.float64
 RTOL = 1e-6
@@ -200,40 +201,6 @@ def test_gradients_reach_every_meta_parameter() -> None:
 
 
 # ------------------------------------------------------------------ LinearGaussian behaviour
-LG = LinearGaussian(k_shot=10, n_query=10, noise_std=0.3, x_range=(-2.0, 2.0), dtype=F64)
-K_EVAL = (1, 2, 5, 10)
-
-
-def _train(learner: torch.nn.Module, steps: int, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(learner.parameters(), lr=0.01)
-    for _ in range(steps):
-        b = LG.sample(25, g)
-        k = torch.randint(1, 11, (25, 1), generator=g)
-        b = TaskBatch(b.support_x, b.support_y, b.query_x, b.query_y, support_mask=torch.arange(10)[None] < k)
-        opt.zero_grad()
-        learner.meta_loss(b).loss.backward()
-        opt.step()
-
-
-def _scores(learner: torch.nn.Module) -> dict[int, dict[str, float]]:
-    from bayesmeta.diagnostics.reference import exact_reference, score_against_reference
-
-    b = LG.sample(50, torch.Generator().manual_seed(123))
-    out = {}
-    for k in K_EVAL:
-        mask = torch.zeros(50, 10, dtype=torch.bool)
-        mask[:, :k] = True
-        bk = TaskBatch(b.support_x, b.support_y, b.query_x, b.query_y, support_mask=mask)
-        with torch.no_grad():
-            kw = {"generator": torch.Generator().manual_seed(0)} if isinstance(learner, PLATIPUS) else {}
-            pred = learner.predict(learner.adapt(bk.support, **kw), bk.query_x)
-        sc = score_against_reference(pred, exact_reference(LG, bk, bk.query_x))
-        out[k] = {"var": float(pred.variance.mean()), "kl": float(sc["kl"].mean()), "w2": float(sc["w2"].mean())}
-    return out
-
-
 @pytest.fixture(scope="module")
 def lg_trained() -> dict[str, dict[int, dict[str, float]]]:
     n = torch.get_num_threads()
@@ -242,10 +209,10 @@ def lg_trained() -> dict[str, dict[int, dict[str, float]]]:
         torch.manual_seed(0)
         # every learner gets the true noise std, so that only the posterior over w differs
         maml = MAML(MLP(1, 1, hidden=()).double(), inner_lr=0.15, inner_steps=5, task_kind="regression", noise=0.3)
-        _train(maml, 150)
+        lg_train(maml, 150)
         plat = PLATIPUS.from_maml(maml, n_samples=10, prior_init_std=1.0, kl_weight=0.02)
-        _train(plat, 150, seed=1)
-        return {"maml": _scores(maml), "platipus": _scores(plat)}
+        lg_train(plat, 150, seed=1)
+        return {"maml": lg_scores(maml), "platipus": lg_scores(plat, seeded_adapt=True)}
     finally:
         torch.set_num_threads(n)
 
