@@ -31,6 +31,7 @@ from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import CheckpointError, ConfigError, NumericalError
 from bayesmeta.inference.base import MetaLearner, StepOutput
 from bayesmeta.io import atomic_torch_save, safe_torch_load
+from bayesmeta.metrics import accuracy, mse, nll
 from bayesmeta.tasks.batch import TaskBatch
 from bayesmeta.tasks.episodes import TaskSource
 
@@ -223,25 +224,25 @@ class MetaTrainer:
 
     # -------------------------------------------------------------- loop
     def validate(self) -> dict[str, float]:
-        """Mean validation metrics over the fixed episodes: ``val_accuracy`` or ``val_mse``..."""
+        """Mean over validation tasks of ``val_accuracy`` or ``val_mse``, and ``val_nll``.
+
+        Uses :mod:`bayesmeta.metrics` per task, so padded (masked) query points do not count.
+        """
         assert self.val_episodes is not None
         was_training = self.learner.training
         self.learner.eval()
-        totals: dict[str, float] = {}
+        per_task: dict[str, list[torch.Tensor]] = {}
         try:
             with torch.no_grad():
                 for batch in self.val_episodes:
                     pred = self.learner(batch)
-                    if batch.is_classification:
-                        correct = (pred.predicted == batch.query_y).double()  # type: ignore[attr-defined]
-                        totals["val_accuracy"] = totals.get("val_accuracy", 0.0) + float(correct.mean())
-                    else:
-                        se = ((pred.mean - batch.query_y) ** 2).mean()  # type: ignore[attr-defined]
-                        totals["val_mse"] = totals.get("val_mse", 0.0) + float(se)
-                    totals["val_nll"] = totals.get("val_nll", 0.0) - float(pred.log_prob(batch.query_y).mean())
+                    y, m = batch.query_y, batch.query_mask
+                    main = ("val_accuracy", accuracy) if batch.is_classification else ("val_mse", mse)
+                    for key, fn in (main, ("val_nll", nll)):
+                        per_task.setdefault(key, []).append(fn(pred, y, m))  # type: ignore[arg-type]
         finally:
             self.learner.train(was_training)
-        return {k: v / len(self.val_episodes) for k, v in totals.items()}
+        return {k: float(torch.cat(v).mean()) for k, v in per_task.items()}
 
     def fit(self) -> TrainResult:
         """Train up to ``steps``, resuming from ``run_dir/checkpoints/last.pt`` if it exists.

@@ -136,3 +136,22 @@ def test_validation_keeps_best_checkpoint(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoints" / "best.pt").exists()
     vals = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert sum("val_mse" in v for v in vals) == 2
+
+
+def test_validation_ignores_masked_query_points(tmp_path: Path) -> None:
+    from bayesmeta.tasks import TaskBatch
+
+    tr = _trainer(tmp_path, steps=1)
+    b = Sinusoid(k_shot=5, n_query=4).sample(3, generator=torch.Generator().manual_seed(0))
+    garbage = b.query_y.clone()
+    garbage[:, 2:] = 1e3  # padded points with absurd targets
+    mask = torch.zeros(3, 4, dtype=torch.bool)
+    mask[:, :2] = True
+    padded = TaskBatch(b.support_x, b.support_y, b.query_x, garbage, query_mask=mask)
+    trimmed = TaskBatch(b.support_x, b.support_y, b.query_x[:, :2], b.query_y[:, :2])
+    tr.val_episodes = [padded]
+    v_padded = tr.validate()
+    tr.val_episodes = [trimmed]
+    v_trimmed = tr.validate()
+    assert v_padded["val_mse"] == pytest.approx(v_trimmed["val_mse"], rel=1e-5)
+    assert v_padded["val_nll"] == pytest.approx(v_trimmed["val_nll"], rel=1e-5)
