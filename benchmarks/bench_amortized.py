@@ -121,11 +121,10 @@ def _eval_regression(
 
 def _learner_predict(learner: MetaLearner) -> Callable[[TaskBatch], tuple[GaussianPredictive, GaussianPredictive]]:
     def predict(b: TaskBatch) -> tuple[GaussianPredictive, GaussianPredictive]:
-        post = learner.adapt(b.support)
         # a fixed generator per episode: the latent samples do not depend on evaluation order
-        g = torch.Generator().manual_seed(0)
-        p = learner.predict(post, b.query_x, generator=g)  # type: ignore[call-arg]
-        pc = learner.predict(post, b.support_x, generator=g)  # type: ignore[call-arg]
+        post = learner.adapt(b.support, generator=torch.Generator().manual_seed(0))  # type: ignore[call-arg]
+        p = learner.predict(post, b.query_x)
+        pc = learner.predict(post, b.support_x)
         assert isinstance(p, GaussianPredictive) and isinstance(pc, GaussianPredictive)
         return p, pc
 

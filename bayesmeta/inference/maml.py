@@ -38,6 +38,7 @@ from bayesmeta.inference.inner_loop import (
     squared_error_loss,
 )
 from bayesmeta.models._shapes import check_input_shape
+from bayesmeta.models.context import context_mode, query_forward, support_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -51,10 +52,15 @@ class MAMLPosterior(TaskPosterior):
     Attributes:
         params: adapted parameters, each ``[T, *shape]``.
         n_way: C for classification, ``None`` for regression.
+        support_x: ``[T, S, ...]`` support inputs, kept when the backbone normalizes queries with
+            their task's support statistics (``context_mode == "support"``), else ``None``.
+        support_mask: ``[T, S]`` bool or ``None``.
     """
 
     params: Params
     n_way: int | None
+    support_x: torch.Tensor | None = None
+    support_mask: torch.Tensor | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -172,40 +178,60 @@ class MAML(MetaLearner):
         return {n: self.inner_lrs[n.replace(".", "__")] for n in self.adapted_names}
 
     def _forward_fn(self, frozen: Params):
-        """``f(adapted_params, inputs) -> outputs`` for one task; inputs are features under ANIL."""
+        """``f(adapted_params, inputs, context_mask=None) -> outputs`` for one task.
+
+        Inputs are body features under ANIL (the linear head needs no normalization context);
+        otherwise raw inputs, and ``context_mask`` ``[N]`` goes to a context-normalized backbone.
+        """
         if self._anil:
             head = self.model.head
             assert head is not None
-            return lambda p, inp: functional_call(head, {k.removeprefix("head."): v for k, v in p.items()}, (inp,))
+            return lambda p, inp, context_mask=None: functional_call(
+                head, {k.removeprefix("head."): v for k, v in p.items()}, (inp,)
+            )
         buffers = dict(self.model.named_buffers())
         model = self.model
-        return lambda p, inp: functional_call(model, {**frozen, **p, **buffers}, (inp,))
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """What the adapted function consumes: raw inputs, or body features under ANIL."""
-        return self.model.features(x) if self._anil else x
+        def f(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+            kwargs = {} if context_mask is None else {"context_mask": context_mask}
+            return functional_call(model, {**frozen, **p, **buffers}, (inp,), kwargs)
+
+        return f
+
+    def _inner_context(self) -> str | None:
+        """The context mode seen inside the vmapped per-task function (none under ANIL)."""
+        return None if self._anil else context_mode(self.model)
+
+    def _support_inputs(self, support_x: torch.Tensor, support_mask: torch.Tensor | None) -> torch.Tensor:
+        """What the adapted function consumes at the support points: raw inputs, or ANIL features."""
+        if not self._anil:
+            return support_x
+        return support_forward(self.model.features, self.model, support_x, support_mask, set_dim=1)
 
     def _adapt(self, support: SupportSet, steps: int, first_order: bool) -> MAMLPosterior:
         adapted, frozen = self._split_params()
         f = self._forward_fn(frozen)
         is_cls = support.n_way is not None
+        in_context = self._inner_context() is not None
 
         def task_loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            out = f(p, x)
+            # a context-normalized backbone takes its task statistics from the present support points
+            out = f(p, x, m) if in_context else f(p, x)
             return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
 
         check_input_shape(self.model, support.x, "support_x")
         mask = support.mask
         if mask is None:
             mask = torch.ones(support.x.shape[:2], dtype=torch.bool, device=support.x.device)
-        inputs = self._inputs(support.x)
+        inputs = self._support_inputs(support.x, support.mask)
         if is_cls:
             self._check_out_dim(support.n_way)
         new = batched_gradient_steps(
             task_loss, adapted, inputs, support.y, mask, steps, self._step_sizes(),
             first_order=first_order, chunk_size=self.chunk_size,
         )
-        return MAMLPosterior(new, support.n_way)
+        keep = context_mode(self.model) == "support"
+        return MAMLPosterior(new, support.n_way, support.x if keep else None, support.mask if keep else None)
 
     def _check_out_dim(self, n_way: int | None) -> None:
         """Refuse a batch whose n_way differs from the head's number of logits."""
@@ -216,12 +242,34 @@ class MAML(MetaLearner):
                 f"but the batch is {n_way}-way"
             )
 
-    def _outputs(self, posterior: MAMLPosterior, query_x: torch.Tensor) -> torch.Tensor:
-        """Adapted network outputs at the query points, ``[T, Q, out]``."""
+    def _outputs(
+        self, posterior: MAMLPosterior, query_x: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Adapted network outputs at the query points, ``[T, Q, out]``.
+
+        A query is normalized with its own task's support statistics (or, for the transductive
+        ``norm="batch"``, its task's query set), never with another task's.
+        """
         check_input_shape(self.model, query_x, "query_x")
         _, frozen = self._split_params()
         f = self._forward_fn(frozen)
-        return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, self._inputs(query_x))
+        sx, sm = posterior.support_x, posterior.support_mask
+        if self._anil:
+            feats = query_forward(self.model.features, self.model, query_x, sx, sm, 1, query_mask)
+            return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, feats)
+        mode = self._inner_context()
+        if mode is None:
+            return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, query_x)
+        qm = query_mask if query_mask is not None else torch.ones(query_x.shape[:2], dtype=torch.bool, device=query_x.device)
+        if sx is None:  # transductive mode: the query set is its own context
+            sx, sm = query_x, qm
+        elif sm is None:
+            sm = torch.ones(sx.shape[:2], dtype=torch.bool, device=sx.device)
+
+        def one_task(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
+            return query_forward(lambda x, context_mask=None: f(p, x, context_mask), self.model, xq, xs, ms, 0, mq)
+
+        return vmap(one_task, chunk_size=self.chunk_size)(posterior.params, query_x, sx, sm, qm)
 
     def noise_variance(self) -> torch.Tensor | float:
         """Regression observation-noise variance used by the predictive."""
@@ -244,7 +292,7 @@ class MAML(MetaLearner):
         """
         self.check_batch(batch)
         post = self._adapt(batch.support, self.inner_steps, self.first_order)
-        out = self._outputs(post, batch.query_x)  # [T, Q, out]
+        out = self._outputs(post, batch.query_x, batch.query_mask)  # [T, Q, out]
         qmask = batch.query_mask
         if qmask is None:
             qmask = torch.ones(batch.query_x.shape[:2], dtype=torch.bool, device=out.device)

@@ -42,6 +42,7 @@ from torch import nn
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
+from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
 from bayesmeta.models.attention import MultiheadAttention
 from bayesmeta.models.set_encoders import (
     DeepSetEncoder,
@@ -69,6 +70,8 @@ class NeuralProcessPosterior(TaskPosterior):
         mask: ``[T, S]`` presence mask of the context (``None``: all present).
         z_mean: ``[T, Dz]`` mean of q(z | C) (latent models), else ``None``.
         z_std: ``[T, Dz]`` standard deviation of q(z | C), else ``None``.
+        seeds: one seed per task for the latent draws of ``predict`` (latent models), else
+            ``None`` (see :mod:`bayesmeta.inference.task_noise`).
     """
 
     r: torch.Tensor | None = None
@@ -77,6 +80,7 @@ class NeuralProcessPosterior(TaskPosterior):
     mask: torch.Tensor | None = None
     z_mean: torch.Tensor | None = None
     z_std: torch.Tensor | None = None
+    seeds: tuple[int, ...] | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -248,8 +252,14 @@ class NeuralProcess(MetaLearner):
         return mean, std**2
 
     # ---------------------------------------------------------- interface
-    def adapt(self, support: SupportSet) -> NeuralProcessPosterior:
+    def adapt(self, support: SupportSet, generator: torch.Generator | None = None) -> NeuralProcessPosterior:
         """Encode the context set (pure; one forward pass).
+
+        Args:
+            support: T context sets.
+            generator: source of the one draw that seeds every task's latent samples (torch's
+                default generator if ``None``); a task's draws depend on that draw and on its
+                own context set only, never on the other tasks in the call.
 
         Raises:
             ShapeError: a classification set, or x/y with the wrong Dx/Dy.
@@ -263,7 +273,10 @@ class NeuralProcess(MetaLearner):
             raise InvalidValueError(
                 f"support_x: the context set is empty (S = 0 points), got {describe(support.x)}"
             )
-        return self._encode_context(support)
+        post = self._encode_context(support)
+        if self.latent:
+            post.seeds = task_seeds(task_keys(support.x, support.y, support.mask), generator)
+        return post
 
     def predict(
         self,
@@ -271,15 +284,15 @@ class NeuralProcess(MetaLearner):
         query_x: torch.Tensor,
         *,
         n_samples: int | None = None,
-        generator: torch.Generator | None = None,
     ) -> GaussianPredictive:
         """Gaussian (mixture) predictive at ``query_x``.
 
         Args:
             posterior: from :meth:`adapt`.
             query_x: ``[T, Q, Dx]``.
-            n_samples: M for this call (latent models; default ``self.n_samples``).
-            generator: source of the latent noise.
+            n_samples: M for this call (latent models; default ``self.n_samples``). The draws
+                are each task's own (seeded by :meth:`adapt`), so repeated calls on one
+                posterior reuse them.
 
         Returns:
             ``GaussianPredictive`` with ``[M, T, Q, Dy]`` means and variances (M = 1 without a
@@ -292,8 +305,10 @@ class NeuralProcess(MetaLearner):
             assert posterior.z_mean is not None and posterior.z_std is not None
             m = self.n_samples if n_samples is None else check_positive_int("n_samples", n_samples)
             mu, sd = posterior.z_mean, posterior.z_std
-            eps = torch.randn((m, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
-            z = mu.unsqueeze(0) + sd.unsqueeze(0) * eps  # [M, T, Dz]
+            if posterior.seeds is None:
+                raise ShapeError("posterior: a latent neural process posterior needs its noise seeds (use adapt())")
+            (eps,) = task_randn(posterior.seeds, [(m, mu.shape[-1])], mu.dtype, mu.device)  # [T, M, Dz]
+            z = mu.unsqueeze(0) + sd.unsqueeze(0) * eps.movedim(1, 0)  # [M, T, Dz]
         mean, var = self._decode(posterior, query_x, z)
         return GaussianPredictive(mean, var)
 

@@ -16,6 +16,7 @@ from torch import nn
 from bayesmeta.exceptions import ConfigError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.models._shapes import check_input_shape
+from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.models.set_encoders import masked_class_mean
 from bayesmeta.predictive import CategoricalPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
@@ -29,9 +30,14 @@ class ProtoPosterior(TaskPosterior):
 
     Attributes:
         prototypes: ``[T, C, D]`` mean support embedding per class.
+        support_x: ``[T, S, ...]`` support inputs, kept when the backbone normalizes queries
+            with their task's support statistics (``context_mode == "support"``), else ``None``.
+        support_mask: ``[T, S]`` bool or ``None``.
     """
 
     prototypes: torch.Tensor
+    support_x: torch.Tensor | None = None
+    support_mask: torch.Tensor | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -58,12 +64,22 @@ class ProtoNet(MetaLearner):
             raise ConfigError(f"backbone: expected a torch.nn.Module, got {type(backbone).__name__}")
         self.backbone = backbone
 
+    def _embed_fn(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Backbone features of ``[T, N, *features]`` inputs, ``[T, N, D]``."""
+        f = self.backbone.features if hasattr(self.backbone, "features") else self.backbone
+        if context_mode(self.backbone) is not None:
+            return f(x, context_mask=context_mask)
+        # per-example backbones may only accept one batch dim
+        return f(x.flatten(0, 1)).reshape(*x.shape[:2], -1)
+
     def embed(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Embeddings of ``[T, N, *features]`` inputs, ``[T, N, D]``."""
+        """Embeddings of ``[T, N, *features]`` inputs, ``[T, N, D]``, each set its own context.
+
+        For a support-normalized backbone use :meth:`adapt` / :meth:`predict`, which normalize
+        queries with their task's support statistics.
+        """
         check_input_shape(self.backbone, x, name)
-        flat = x.flatten(0, 1)
-        f = self.backbone.features(flat) if hasattr(self.backbone, "features") else self.backbone(flat)
-        return f.reshape(*x.shape[:2], -1)
+        return support_forward(self._embed_fn, self.backbone, x, None, set_dim=1)
 
     @staticmethod
     def logits(embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -75,19 +91,30 @@ class ProtoNet(MetaLearner):
         """Class prototypes from the support set (one forward pass, pure)."""
         self.check_batch(support, "support")
         assert support.n_way is not None
-        prototypes, _ = masked_class_mean(self.embed(support.x, "support_x"), support.y, support.n_way, support.mask)
-        return ProtoPosterior(prototypes)
+        check_input_shape(self.backbone, support.x, "support_x")
+        f = support_forward(self._embed_fn, self.backbone, support.x, support.mask, set_dim=1)
+        prototypes, _ = masked_class_mean(f, support.y, support.n_way, support.mask)
+        keep = context_mode(self.backbone) == "support"
+        return ProtoPosterior(prototypes, support.x if keep else None, support.mask if keep else None)
 
     def predict(self, posterior: ProtoPosterior, query_x: torch.Tensor) -> CategoricalPredictive:
         """Softmax over negative squared distances, M = 1."""
         self.check_query_x(posterior, query_x)
-        return CategoricalPredictive(logits=self.logits(self.embed(query_x, "query_x"), posterior.prototypes).unsqueeze(0))
+        check_input_shape(self.backbone, query_x, "query_x")
+        f = query_forward(self._embed_fn, self.backbone, query_x, posterior.support_x, posterior.support_mask, set_dim=1)
+        return CategoricalPredictive(logits=self.logits(f, posterior.prototypes).unsqueeze(0))
 
     def meta_loss(self, batch: TaskBatch) -> StepOutput:
         """Query cross-entropy of the prototype classifier, averaged over present query points."""
         self.check_batch(batch)
-        post = self.adapt(batch.support)
-        logits = self.logits(self.embed(batch.query_x, "query_x"), post.prototypes)  # [T, Q, C]
+        check_input_shape(self.backbone, batch.support_x, "support_x")
+        check_input_shape(self.backbone, batch.query_x, "query_x")
+        assert batch.n_way is not None
+        fs, fq = joint_forward(
+            self._embed_fn, self.backbone, batch.support_x, batch.support_mask, batch.query_x, 1, batch.query_mask
+        )
+        prototypes, _ = masked_class_mean(fs, batch.support_y, batch.n_way, batch.support_mask)
+        logits = self.logits(fq, prototypes)  # [T, Q, C]
         ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten(), reduction="none")
         w = torch.ones_like(ce) if batch.query_mask is None else batch.query_mask.flatten().to(ce.dtype)
         loss = (ce * w).sum() / w.sum()

@@ -10,26 +10,30 @@ by an amortization network (:mod:`bayesmeta.models.amortization`).
 - Regression: a Deep Sets encoder over ``(f(x_i), y_i)`` gives a Gaussian over ``W [D, Dy]`` and
   ``b [Dy]`` plus the task's observation noise.
 
-Local reparameterization: with ``w ~ N(mu_w, diag s_w^2)`` the output ``a = f(x) . w + b`` is
-Gaussian with mean ``f . mu_w + mu_b`` and variance ``(f^2) . s_w^2 + s_b^2``, so L samples of the
-*outputs* are drawn directly per query point (cheaper and lower-variance than sampling weights).
-The objective is VERSA's ``-log (1/L) sum_l p(y | a_l)`` averaged over the present query points,
-and the predictive is the uniform mixture over the L output samples:
-:class:`~bayesmeta.predictive.CategoricalPredictive` ``[L, T, Q, C]`` or
-:class:`~bayesmeta.predictive.GaussianPredictive` ``[L, T, Q, Dy]`` (member variance = the task's
-noise variance). With ``variance=False`` the head is a point estimate and M = 1.
+Local reparameterization (meta-training): with ``w ~ N(mu_w, diag s_w^2)`` the output
+``a = f(x) . w + b`` is Gaussian with mean ``f . mu_w + mu_b`` and variance
+``(f^2) . s_w^2 + s_b^2``, so L samples of the *outputs* are drawn directly per query point
+(lower-variance gradients than sampling weights). The objective is VERSA's
+``-log (1/L) sum_l p(y | a_l)`` averaged over the present query points.
 
-Randomness: the L draws use ``torch.randn`` with the optional ``generator`` of ``predict`` (torch's
-default generator otherwise), so seeding reproduces them.
+Prediction draws L *heads* per task, ``w_l ~ q(w | support)``, and returns the uniform mixture
+over them: :class:`~bayesmeta.predictive.CategoricalPredictive` ``[L, T, Q, C]`` or
+:class:`~bayesmeta.predictive.GaussianPredictive` ``[L, T, Q, Dy]`` (member variance = the task's
+noise variance). Each query's predictive has the same distribution as with local
+reparameterization (its outputs are the same Gaussian), but the draws belong to the task: they
+come from a seed of the task's own (:mod:`bayesmeta.inference.task_noise`, drawn once per
+``adapt`` from the optional ``generator``, or torch's default generator), so a query's
+prediction does not depend on the other queries or tasks in the call. With ``variance=False``
+the head is a point estimate and M = 1.
 
 Backbone: only ``backbone.features(x)`` (or ``backbone(x)`` when it has no ``features``) is used,
 and ``backbone.feature_dim`` (or the ``feature_dim`` argument) gives D. A backbone built with a
 head (``MLP``, ``Conv4(out_features=...)``) keeps that head's parameters, which then get no
 gradient: build the backbone head-less where the class allows it.
 
-Support and query inputs go through the backbone separately, like ProtoNets; a batch-norm backbone
-therefore normalizes over each set, and padded (masked) support points enter its statistics —
-use ``norm="group"``/``"none"`` when support sets are ragged.
+The backbone is called through :mod:`bayesmeta.models.context`: with a context-normalized
+backbone (``Conv4(norm="task")``) queries are normalized with their task's present support
+points only.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ from torch import nn
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
+from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
 from bayesmeta.models._shapes import check_input_shape
+from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.models.amortization import (
     ClassAmortization,
     HeadGaussian,
@@ -66,10 +72,16 @@ class VERSAPosterior(TaskPosterior):
             :class:`~bayesmeta.models.amortization.HeadGaussian` for the layouts).
         class_features: ``[T, C, D]`` mean-pooled support features per class (classification),
             ``None`` for regression.
+        seeds: one noise seed per task for the predictive draws (``None`` for a point estimate).
+        support_x: ``[T, S, ...]`` support inputs, kept for a support-normalized backbone.
+        support_mask: ``[T, S]`` bool or ``None``.
     """
 
     head: HeadGaussian
     class_features: torch.Tensor | None = None
+    seeds: tuple[int, ...] | None = None
+    support_x: torch.Tensor | None = None
+    support_mask: torch.Tensor | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -158,20 +170,39 @@ class VERSA(MetaLearner):
         self.variance = bool(variance)
 
     # ------------------------------------------------------------ internals
+    def _features_fn(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Backbone features of ``[T, N, *features]`` inputs, ``[T, N, D]``."""
+        fn = self.backbone.features if hasattr(self.backbone, "features") else self.backbone
+        if context_mode(self.backbone) is not None:
+            f = fn(x, context_mask=context_mask)
+        else:
+            f = fn(x.flatten(0, 1))  # per-example backbones may only accept one batch dim
+            if f.dim() != 2 or f.shape[-1] != self.feature_dim:
+                raise ShapeError(
+                    f"backbone: expected features [N, {self.feature_dim}] (feature_dim), got {describe(f)}"
+                )
+            f = f.reshape(*x.shape[:2], self.feature_dim)
+        if f.shape != (*x.shape[:2], self.feature_dim):
+            raise ShapeError(
+                f"backbone: expected features {[*x.shape[:2], self.feature_dim]} (feature_dim), got {describe(f)}"
+            )
+        return f
+
     def embed(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Backbone features of ``[T, N, *features]`` inputs, ``[T, N, D]``.
+        """Backbone features of ``[T, N, *features]`` inputs, ``[T, N, D]``, each set its own context.
 
         ``name`` (``support_x``, ``query_x``) is used in the error for an input the backbone's
-        declared ``input_shape`` does not accept.
+        declared ``input_shape`` does not accept. :meth:`adapt` / :meth:`predict` normalize queries
+        with their task's support set instead.
         """
         check_input_shape(self.backbone, x, name)
-        flat = x.flatten(0, 1)
-        f = self.backbone.features(flat) if hasattr(self.backbone, "features") else self.backbone(flat)
-        if f.dim() != 2 or f.shape[-1] != self.feature_dim:
-            raise ShapeError(
-                f"backbone: expected features [N, {self.feature_dim}] (feature_dim), got {describe(f)}"
-            )
-        return f.reshape(*x.shape[:2], self.feature_dim)
+        return support_forward(self._features_fn, self.backbone, x, None, set_dim=1)
+
+    def _query_features(self, posterior: VERSAPosterior, query_x: torch.Tensor) -> torch.Tensor:
+        check_input_shape(self.backbone, query_x, "query_x")
+        return query_forward(
+            self._features_fn, self.backbone, query_x, posterior.support_x, posterior.support_mask, set_dim=1
+        )
 
     def output_moments(
         self, posterior: VERSAPosterior, query_x: torch.Tensor
@@ -190,7 +221,7 @@ class VERSA(MetaLearner):
             (regression); the variance is ``None`` for a point estimate.
         """
         self.check_query_x(posterior, query_x)
-        return self._moments(posterior.head, self.embed(query_x, "query_x"))
+        return self._moments(posterior.head, self._query_features(posterior, query_x))
 
     def _moments(self, head: HeadGaussian, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`output_moments` at features ``f`` ``[T, Q, D]``."""
@@ -207,8 +238,14 @@ class VERSA(MetaLearner):
         return mean, var
 
     # ------------------------------------------------------------ interface
-    def adapt(self, support: SupportSet) -> VERSAPosterior:
+    def adapt(self, support: SupportSet, generator: torch.Generator | None = None) -> VERSAPosterior:
         """Infer q(head_t | support_t) in one forward pass (pure).
+
+        Args:
+            support: T support sets.
+            generator: source of the one draw that seeds every task's predictive noise (torch's
+                default generator if ``None``); a task's draws depend on that draw and on its own
+                support set only.
 
         Raises:
             ShapeError: the support set is of the wrong kind or its y has the wrong Dy.
@@ -219,37 +256,42 @@ class VERSA(MetaLearner):
         if support.x.shape[1] == 0:
             # SupportSet accepts S = 0; pooling an empty set would be NaN
             raise InvalidValueError(f"support_x: the support set is empty (S = 0 points), got {describe(support.x)}")
-        f = self.embed(support.x, "support_x")  # [T, S, D]
+        check_input_shape(self.backbone, support.x, "support_x")
+        f = support_forward(self._features_fn, self.backbone, support.x, support.mask, set_dim=1)  # [T, S, D]
+        seeds = task_seeds(task_keys(support.x, support.y, support.mask), generator) if self.variance else None
+        return self._posterior(support, f, seeds)
+
+    def _posterior(self, support: SupportSet, f: torch.Tensor, seeds: tuple[int, ...] | None) -> VERSAPosterior:
+        """The posterior from support features ``f`` ``[T, S, D]``."""
+        keep = context_mode(self.backbone) == "support"
+        ctx = (support.x if keep else None, support.mask if keep else None)
         if self.task_kind == "classification":
             assert support.n_way is not None
             c, _ = masked_class_mean(f, support.y, support.n_way, support.mask)  # [T, C, D]
-            return VERSAPosterior(self.amortization(c), c)
+            return VERSAPosterior(self.amortization(c), c, seeds, *ctx)
         if support.y.shape[-1] != self.y_dim:
             raise ShapeError(f"support_y: expected Dy = {self.y_dim} (y_dim), got {describe(support.y)}")
-        return VERSAPosterior(self.amortization(f, support.y, support.mask))
+        return VERSAPosterior(self.amortization(f, support.y, support.mask), None, seeds, *ctx)
 
-    def predict(
-        self,
-        posterior: VERSAPosterior,
-        query_x: torch.Tensor,
-        *,
-        n_samples: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Predictive:
-        """Mixture over L locally reparameterized output samples.
+    def predict(self, posterior: VERSAPosterior, query_x: torch.Tensor, *, n_samples: int | None = None) -> Predictive:
+        """Mixture over L heads drawn from each task's q (the task's own seeded draws).
 
         Args:
             posterior: from :meth:`adapt`.
             query_x: ``[T, Q, *features]``.
             n_samples: L for this call (default ``self.n_samples``).
-            generator: source of the sampling noise.
 
         Returns:
             ``CategoricalPredictive`` over ``[L, T, Q, C]`` logits, or ``GaussianPredictive`` with
             ``[L, T, Q, Dy]`` means and variances (L = 1 for a point estimate).
         """
         self.check_query_x(posterior, query_x)
-        out = self._sample_outputs(posterior, query_x, n_samples, generator)
+        f = self._query_features(posterior, query_x)  # [T, Q, D]
+        out = self._head_samples(posterior, f, n_samples)
+        return self._predictive(posterior, out)
+
+    def _predictive(self, posterior: VERSAPosterior, out: torch.Tensor) -> Predictive:
+        """Mixture predictive from output samples ``[L, T, Q, C or Dy]``."""
         if self.task_kind == "classification":
             return CategoricalPredictive(logits=out)
         noise = posterior.head.noise_std
@@ -257,26 +299,44 @@ class VERSA(MetaLearner):
         var = (noise**2).unsqueeze(1).unsqueeze(0).expand_as(out)  # [L, T, Q, Dy]
         return GaussianPredictive(out, var)
 
-    def _sample_outputs(
-        self,
-        posterior: VERSAPosterior,
-        query_x: torch.Tensor,
-        n_samples: int | None,
-        generator: torch.Generator | None,
-    ) -> torch.Tensor:
-        """``[L, T, Q, C or Dy]`` output samples (the mean alone, L = 1, for a point estimate)."""
-        mean, var = self._moments(posterior.head, self.embed(query_x, "query_x"))
-        if var is None:
+    def _head_samples(self, posterior: VERSAPosterior, f: torch.Tensor, n_samples: int | None) -> torch.Tensor:
+        """``[L, T, Q, out]`` outputs of L heads per task drawn with the task's seed (L = 1 without variance)."""
+        head = posterior.head
+        if head.w_logvar is None or head.b_logvar is None or posterior.seeds is None:
+            mean, _ = self._moments(head, f)
             return mean.unsqueeze(0)
         n = self.n_samples if n_samples is None else check_positive_int("n_samples", n_samples)
-        eps = torch.randn((n, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
+        ew, eb = task_randn(
+            posterior.seeds, [(n, *head.w_mean.shape[1:]), (n, *head.b_mean.shape[1:])], f.dtype, f.device
+        )  # [T, L, ...]
+        w = head.w_mean.unsqueeze(1) + (0.5 * head.w_logvar).exp().unsqueeze(1) * ew
+        b = head.b_mean.unsqueeze(1) + (0.5 * head.b_logvar).exp().unsqueeze(1) * eb
+        if self.task_kind == "classification":
+            out = torch.einsum("tqd,tlcd->ltqc", f, w)
+        else:
+            out = torch.einsum("tqd,tldk->ltqk", f, w)
+        return out + b.movedim(1, 0).unsqueeze(2)
+
+    def _local_reparam_samples(self, head: HeadGaussian, f: torch.Tensor) -> torch.Tensor:
+        """``[L, T, Q, out]`` locally reparameterized output samples (meta-training; torch's RNG)."""
+        mean, var = self._moments(head, f)
+        if var is None:
+            return mean.unsqueeze(0)
+        eps = torch.randn((self.n_samples, *mean.shape), dtype=mean.dtype, device=mean.device)
         return mean.unsqueeze(0) + var.sqrt().unsqueeze(0) * eps
 
     def meta_loss(self, batch: TaskBatch) -> StepOutput:
         """VERSA's objective ``-log (1/L) sum_l p(y_q | a_l)``, averaged over present query points."""
         self.check_batch(batch)
-        posterior = self.adapt(batch.support)
-        pred = self.predict(posterior, batch.query_x)
+        if batch.support_x.shape[1] == 0:
+            raise InvalidValueError(f"support_x: the support set is empty (S = 0 points), got {describe(batch.support_x)}")
+        check_input_shape(self.backbone, batch.support_x, "support_x")
+        check_input_shape(self.backbone, batch.query_x, "query_x")
+        fs, fq = joint_forward(
+            self._features_fn, self.backbone, batch.support_x, batch.support_mask, batch.query_x, 1, batch.query_mask
+        )
+        head = self._posterior(batch.support, fs, None).head
+        pred = self._predictive(VERSAPosterior(head), self._local_reparam_samples(head, fq))
         y = batch.query_y
         if batch.query_mask is not None and batch.is_classification:
             # hidden query labels are not validated; give them a legal class before log_prob

@@ -59,14 +59,16 @@ class HeadGaussian:
         return self.w_logvar is not None
 
 
-def _mlp(in_features: int, hidden: int, out_features: int, init_bias: float | None = None) -> nn.Sequential:
+def _mlp(
+    in_features: int, hidden: int, out_features: int, init_bias: float | None = None, out_bias: bool = True
+) -> nn.Sequential:
     """VERSA's ``inference_block``: two ELU hidden layers of width ``hidden`` and a linear output."""
     net = nn.Sequential(
         nn.Linear(in_features, hidden),
         nn.ELU(),
         nn.Linear(hidden, hidden),
         nn.ELU(),
-        nn.Linear(hidden, out_features),
+        nn.Linear(hidden, out_features, bias=out_bias),
     )
     if init_bias is not None:
         last = net[-1]
@@ -98,7 +100,9 @@ class ClassAmortization(nn.Module):
         self.feature_dim = feature_dim
         self.variance = bool(variance)
         self.weight_mean = _mlp(feature_dim, hidden, feature_dim)
-        self.bias_mean = _mlp(feature_dim, hidden, 1)
+        # No output bias: it would add one constant to every class's logit, which the softmax
+        # ignores (its gradient is exactly zero). Weights saved with it load without it.
+        self.bias_mean = _mlp(feature_dim, hidden, 1, out_bias=False)
         self.weight_logvar: nn.Module | None = None
         self.bias_logvar: nn.Module | None = None
         if self.variance:
@@ -115,6 +119,12 @@ class ClassAmortization(nn.Module):
             out.w_logvar = self.weight_logvar(class_features)
             out.b_logvar = self.bias_logvar(class_features).squeeze(-1)
         return out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+        # bayesmeta 0.1 had a shared output bias in bias_mean: a common logit shift, so dropping
+        # it leaves every prediction unchanged.
+        state_dict.pop(f"{prefix}bias_mean.4.bias", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
 
 class PrototypeAmortization(nn.Module):

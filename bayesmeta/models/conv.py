@@ -1,57 +1,30 @@
-"""The Conv4 backbone of MAML / ProtoNets for 28x28 images."""
+"""The Conv4 backbone of MAML / ProtoNets for 28x28 images, with task-local normalization."""
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
 from bayesmeta._validation import check_positive_int
-from bayesmeta.exceptions import ConfigError
+from bayesmeta.exceptions import CheckpointError, ConfigError, ShapeError
+from bayesmeta.models.norm import (
+    CONTEXT_NORMS,
+    MEAN_REMOVING_NORMS,
+    NORMS,
+    BatchStatNorm2d,
+    Norm,
+    TaskNorm2d,
+    make_norm,
+)
 
-__all__ = ["BatchStatNorm2d", "Conv4"]
+__all__ = ["BatchStatNorm2d", "Conv4", "DEFAULT_NORM", "TaskNorm2d"]
 
-Norm = Literal["batch", "group", "none"]
-
-
-class BatchStatNorm2d(nn.Module):
-    """Batch normalization with batch statistics only (no running averages), from plain ops.
-
-    Numerically the same as ``nn.BatchNorm2d(track_running_stats=False)`` in training mode, which
-    is the original MAML's behaviour. It is written out because, on torch 2.13, the second-order
-    gradient of ``F.batch_norm`` under ``torch.func.grad`` is wrong (off by a few percent against
-    per-task ``torch.autograd`` and finite differences, found while writing
-    tests/inference/test_maml_gradients.py), while
-    these elementary ops differentiate correctly to any order and under ``vmap``.
-
-    Shapes:
-        ``[N, C, H, W] -> [N, C, H, W]``, statistics over N, H and W.
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
-        xhat = (x - mean) * torch.rsqrt(var + self.eps)
-        return xhat * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-
-
-def _norm(kind: Norm, channels: int) -> nn.Module:
-    # Batch statistics without running averages is the original MAML behaviour and the only
-    # batch norm that is safe under vmap (no buffers to write); GroupNorm is per-example.
-    if kind == "batch":
-        return BatchStatNorm2d(channels)
-    if kind == "group":
-        return nn.GroupNorm(min(8, channels), channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ConfigError(f"norm: expected one of 'batch', 'group', 'none', got {kind!r}")
+#: The default ``norm`` of :class:`Conv4`: task-local, and the best of the task-local options on
+#: Omniglot (docs/benchmarks.md, "Normalization").
+DEFAULT_NORM: Norm = "task"
 
 
 class Conv4(nn.Module):
@@ -64,27 +37,48 @@ class Conv4(nn.Module):
         out_features: size of the linear head (C logits for MAML); ``None`` for an embedding
             network without head (ProtoNets), whose output is the ``hidden``-d features.
         hidden: filters per block (64 in the papers).
-        norm: ``"batch"`` (no running statistics, transductive as in MAML), ``"group"`` or ``"none"``.
+        norm: ``"task"`` (TaskNorm-I: the task's support statistics blended with each example's
+            own, the default), ``"group"``, ``"instance"``, ``"layer"``, ``"none"``, or
+            ``"batch"`` (transductive batch statistics of the examples given with one task, an
+            explicit opt-in). See :mod:`bayesmeta.models.norm`.
 
     Shapes:
-        ``forward``: ``[N, in_channels, 28, 28] -> [N, out_features or hidden]``.
-        Leading dims beyond one batch dim are flattened and restored.
+        ``forward(x, context_mask=None)``: ``[*B, N, in_channels, 28, 28] -> [*B, N, out]``
+        (``out`` = ``out_features`` or ``hidden``). With a context norm (``"task"``,
+        ``"batch"``), dim ``-4`` is the set of one task's examples and statistics are taken per
+        leading index ``*B`` over the examples where ``context_mask`` ``[*B, N]`` is True (all
+        N when ``None``); a plain ``[N, C, H, W]`` input is one task. Per-example norms accept
+        any leading dims. Learners call it through :mod:`bayesmeta.models.context`, which
+        picks the context (the support set) for them.
     """
+
+    # Version 2: context norms are per task (version 1, bayesmeta 0.1: norm="batch" took its
+    # statistics over every example of a call, across tasks), and convs before a mean-removing
+    # norm have no bias. See _load_from_state_dict.
+    _version = 2
 
     def __init__(
         self,
         in_channels: int = 1,
         out_features: int | None = None,
         hidden: int = 64,
-        norm: Norm = "batch",
+        norm: Norm = DEFAULT_NORM,
     ) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("hidden", hidden)
+        if norm not in NORMS:
+            raise ConfigError(f"norm: expected one of {', '.join(repr(n) for n in NORMS)}, got {norm!r}")
+        self.norm = norm
+        #: how learners pick the normalization context (bayesmeta.models.context)
+        self.context_mode: str | None = {"task": "support", "batch": "self"}.get(norm)
+        # A per-channel bias before a norm that subtracts a per-channel mean has no effect (and
+        # an exactly zero gradient), so those convs have none.
+        conv_bias = norm not in MEAN_REMOVING_NORMS
         blocks: list[nn.Module] = []
         ch = in_channels
         for _ in range(4):
-            blocks += [nn.Conv2d(ch, hidden, 3, padding=1), _norm(norm, hidden), nn.ReLU(), nn.MaxPool2d(2)]
+            blocks += [nn.Conv2d(ch, hidden, 3, padding=1, bias=conv_bias), make_norm(norm, hidden), nn.ReLU(), nn.MaxPool2d(2)]
             ch = hidden
         self.body = nn.Sequential(*blocks, nn.Flatten())
         self.feature_dim = hidden
@@ -98,12 +92,86 @@ class Conv4(nn.Module):
             check_positive_int("out_features", out_features)
             self.head = nn.Linear(hidden, out_features)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Flattened conv features, ``[..., C, H, W] -> [..., hidden]``."""
-        lead = x.shape[:-3]
-        f = self.body(x.reshape(-1, *x.shape[-3:]))
-        return f.reshape(*lead, f.shape[-1])
+    def features(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Flattened conv features, ``[*B, N, C, H, W] -> [*B, N, hidden]``.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
+        Args:
+            x: images; for per-example norms any number (>= 0) of leading dims.
+            context_mask: ``[*B, N]`` bool, the examples whose statistics normalize their task
+                (context norms only; ``None``: all of them).
+        """
+        if x.dim() < 3:
+            raise ShapeError(f"x: expected images [..., C, H, W], got shape {list(x.shape)}")
+        lead = x.shape[:-3]
+        if self.context_mode is None:
+            f = self.body(x.reshape(-1, *x.shape[-3:]))
+            return f.reshape(*lead, f.shape[-1])
+        if x.dim() < 4:
+            raise ShapeError(
+                f"x: norm={self.norm!r} normalizes over a task's set of examples; expected "
+                f"[..., N, C, H, W], got shape {list(x.shape)}"
+            )
+        if context_mask is not None and tuple(context_mask.shape) != tuple(lead):
+            raise ShapeError(f"context_mask: expected shape {list(lead)} ([*B, N]), got {list(context_mask.shape)}")
+        n = x.shape[-4]
+        h = x.reshape(-1, *x.shape[-3:])  # [G*N, C, H, W]
+        g = h.shape[0] // n if n else 0
+        mask = None if context_mask is None else context_mask.reshape(g, n)
+        for layer in self.body:
+            if isinstance(layer, (TaskNorm2d, BatchStatNorm2d)):
+                h = layer(h.reshape(g, n, *h.shape[1:]), mask).reshape(g * n, *h.shape[1:])
+            else:
+                h = layer(h)
+        return h.reshape(*lead, h.shape[-1])
+
+    def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.features(x, context_mask)
         return f if self.head is None else self.head(f)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        version = local_metadata.get("version")
+        if version is None or version < 2:
+            self._upgrade_v1(state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _upgrade_v1(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Load weights saved by bayesmeta 0.1 (Conv4 version 1), never silently changing meaning."""
+        old_has_bias = f"{prefix}body.0.bias" in state_dict
+        old_has_alpha = f"{prefix}body.1.alpha_scale" in state_dict
+        if old_has_alpha:
+            return  # written by this version without metadata: nothing to upgrade
+        old_batch = old_has_bias and f"{prefix}body.1.weight" in state_dict and f"{prefix}body.1.running_mean" not in state_dict
+        if self.norm in ("group", "layer", "none"):
+            return  # same parameters and same meaning as in version 1
+        if self.norm == "batch" and old_batch:
+            for i in range(0, 16, 4):
+                state_dict.pop(f"{prefix}body.{i}.bias", None)  # exactly redundant before a batch norm
+            warnings.warn(
+                "Conv4: these weights were saved by bayesmeta 0.1, whose norm='batch' took batch "
+                "statistics across every task and query of a call. They are loaded with "
+                "norm='batch' as it is now: statistics per task, from the support set while "
+                "adapting and from the task's own query set while predicting (still transductive). "
+                "Predictions therefore differ from 0.1's and no longer depend on the other tasks. "
+                "Retrain with norm='task' for predictions that depend on the support set only.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        raise CheckpointError(
+            f"Conv4: these weights were saved by bayesmeta 0.1 (cross-task batch statistics, "
+            f"norm='batch' was the default) and cannot be loaded into norm={self.norm!r}. To "
+            f"continue: retrain (the default is now norm='task'), or load them into "
+            f"Conv4(norm='batch') (per-task transductive statistics; for a run directory, add "
+            f"'norm: batch' to the model section of its config)."
+        )

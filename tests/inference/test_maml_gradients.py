@@ -111,8 +111,14 @@ def test_chunked_vmap_gives_the_same_gradient() -> None:
     assert _rel_err(chunked, full) < 1e-12
 
 
-def test_second_order_classification_conv4_matches_task_loop() -> None:
-    """Conv4 with batch norm (no running stats) under vmap vs a per-task autograd loop."""
+@pytest.mark.parametrize("norm", ["task", "batch", "group", "instance", "layer", "none"])
+def test_second_order_classification_conv4_matches_task_loop(norm: str) -> None:
+    """Conv4 under vmap vs a per-task autograd loop, for every normalization.
+
+    The loop computes each task on its own: the support pass with the support as context, the
+    query pass normalized with the support statistics (``"task"``, by forwarding support and
+    queries together with a context mask) or with the query set's own (``"batch"``).
+    """
     torch.manual_seed(3)
     t, n_way, k, q = 3, 5, 1, 2
     g = torch.Generator().manual_seed(0)
@@ -121,7 +127,13 @@ def test_second_order_classification_conv4_matches_task_loop() -> None:
     sy = torch.arange(n_way).repeat_interleave(k).repeat(t, 1)
     qy = torch.arange(n_way).repeat_interleave(q).repeat(t, 1)
     batch = TaskBatch(sx, sy, qx, qy, n_way=n_way)
-    model = Conv4(out_features=n_way, hidden=8).double()
+    model = Conv4(out_features=n_way, hidden=8, norm=norm).double()
+    if norm == "task":  # move alpha off its symmetric start so both moment sources matter
+        with torch.no_grad():
+            for m in model.modules():
+                if hasattr(m, "alpha_offset"):
+                    m.alpha_offset.fill_(0.3)
+                    m.alpha_scale.fill_(-0.2)
     learner = MAML(model, inner_lr=0.4, inner_steps=1, task_kind="classification")
     ours = _batched_grads(learner, batch)
     names = [n for n, _ in model.named_parameters()]
@@ -132,7 +144,13 @@ def test_second_order_classification_conv4_matches_task_loop() -> None:
         pred = torch.func.functional_call(model, dict(zip(names, theta)), (sx[i],))
         gi = torch.autograd.grad(ce(pred, sy[i]), theta, create_graph=True)
         phi = [p - 0.4 * gg for p, gg in zip(theta, gi)]
-        qloss = ce(torch.func.functional_call(model, dict(zip(names, phi)), (qx[i],)), qy[i]) / t
+        if norm == "task":
+            both = torch.cat([sx[i], qx[i]])
+            ctx = torch.arange(len(both)) < len(sx[i])
+            out = torch.func.functional_call(model, dict(zip(names, phi)), (both,), {"context_mask": ctx})[len(sx[i]):]
+        else:
+            out = torch.func.functional_call(model, dict(zip(names, phi)), (qx[i],))
+        qloss = ce(out, qy[i]) / t
         for acc, gg in zip(total, torch.autograd.grad(qloss, theta)):
             acc += gg
     ref = {"model." + n: g for n, g in zip(names, total)}

@@ -74,7 +74,7 @@ def pad_support(batch: TaskBatch, extra: int, seed: int = 2) -> TaskBatch:
 
 
 def predictive(model: NeuralProcess, batch: TaskBatch, seed: int = 3) -> GaussianPredictive:
-    return model.predict(model.adapt(batch.support), batch.query_x, generator=torch.Generator().manual_seed(seed))
+    return model.predict(model.adapt(batch.support, generator=torch.Generator().manual_seed(seed)), batch.query_x)
 
 
 # ------------------------------------------------------------------------------- shapes
@@ -258,10 +258,10 @@ def _scores(model: NeuralProcess, eval_batch: TaskBatch, sizes: tuple[int, ...])
     with torch.no_grad():
         for k in sizes:
             b = _with_context(eval_batch, k)
-            pred = model.predict(model.adapt(b.support), b.query_x, generator=g())
+            pred = model.predict(model.adapt(b.support, generator=g()), b.query_x)
             res[f"target_{k}"] = float(pred.log_prob(b.query_y).mean())
         b = _with_context(eval_batch, 10)
-        pred = model.predict(model.adapt(b.support), b.support_x[:, :10], generator=g())
+        pred = model.predict(model.adapt(b.support, generator=g()), b.support_x[:, :10])
         res["context_10"] = float(pred.log_prob(b.support_y[:, :10]).mean())
     return res
 

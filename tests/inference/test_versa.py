@@ -152,11 +152,15 @@ def test_classification_predictive_shapes_and_sampling() -> None:
     assert isinstance(pred, CategoricalPredictive)
     assert pred.sample_log_probs.shape == (9, 3, 5, 4)
     assert float(pred.mutual_information.detach().max()) > 0  # the samples differ
-    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    a = versa.predict(post, batch.query_x, generator=g1, n_samples=4).sample_log_probs
-    b = versa.predict(post, batch.query_x, generator=g2, n_samples=4).sample_log_probs
+    # the draws belong to the posterior: seeded by adapt's generator, reused by every predict
+    g1, g2, g3 = (torch.Generator().manual_seed(s) for s in (5, 5, 6))
+    post1, post2, post3 = (versa.adapt(batch.support, generator=g) for g in (g1, g2, g3))
+    a = versa.predict(post1, batch.query_x, n_samples=4).sample_log_probs
+    b = versa.predict(post2, batch.query_x, n_samples=4).sample_log_probs
     assert a.shape[0] == 4
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(versa.predict(post1, batch.query_x, n_samples=4).sample_log_probs, a, rtol=0, atol=0)
+    assert not torch.equal(versa.predict(post3, batch.query_x, n_samples=4).sample_log_probs, a)
 
 
 def test_one_amortization_network_serves_any_number_of_ways() -> None:
@@ -178,11 +182,15 @@ def test_local_reparameterization_matches_moments() -> None:
     with torch.no_grad():
         post = versa.adapt(batch.support)
         mean, var = versa.output_moments(post, batch.query_x)
-        samples = versa._sample_outputs(post, batch.query_x, None, torch.Generator().manual_seed(0))
+        torch.manual_seed(0)
+        local = versa._local_reparam_samples(post.head, versa.embed(batch.query_x))  # meta-training's draws
+        sampled = versa._head_samples(post, versa.embed(batch.query_x), None)  # predict's draws (weights)
     assert var is not None and float(var.min()) > 0.01
-    # 4 standard errors of a 20000-sample mean
-    torch.testing.assert_close(samples.mean(0), mean, rtol=0, atol=4 * float(var.max().sqrt()) / 141)
-    torch.testing.assert_close(samples.var(0), var, rtol=0.05, atol=0)
+    assert local.shape == sampled.shape == (versa.n_samples, *mean.shape)
+    for samples in (local, sampled):
+        # 4 standard errors of a 20000-sample mean
+        torch.testing.assert_close(samples.mean(0), mean, rtol=0, atol=4 * float(var.max().sqrt()) / 141)
+        torch.testing.assert_close(samples.var(0), var, rtol=0.05, atol=0)
 
 
 def test_regression_predictive_is_mixture_with_noise() -> None:
@@ -210,8 +218,8 @@ def test_support_shuffling_leaves_predictive_unchanged(kind: str) -> None:
         versa, batch = VERSA(Features(1, 8), task_kind="regression", n_samples=5, hidden=16).double(), _reg_batch()
     shuffled = _permute_support(batch)
     assert not torch.equal(shuffled.support_x, batch.support_x)
-    a = versa.predict(versa.adapt(batch.support), batch.query_x, generator=torch.Generator().manual_seed(3))
-    b = versa.predict(versa.adapt(shuffled.support), batch.query_x, generator=torch.Generator().manual_seed(3))
+    a = versa.predict(versa.adapt(batch.support, generator=torch.Generator().manual_seed(3)), batch.query_x)
+    b = versa.predict(versa.adapt(shuffled.support, generator=torch.Generator().manual_seed(3)), batch.query_x)
     if kind == "classification":
         torch.testing.assert_close(a.sample_log_probs, b.sample_log_probs, rtol=0, atol=1e-6)
     else:
@@ -227,8 +235,8 @@ def test_masked_garbage_support_points_do_not_matter(kind: str) -> None:
     else:
         versa, batch = VERSA(Features(1, 8), task_kind="regression", n_samples=5, hidden=16).double(), _reg_batch()
     padded = _pad_support(batch, extra=4)
-    a = versa.predict(versa.adapt(batch.support), batch.query_x, generator=torch.Generator().manual_seed(3))
-    b = versa.predict(versa.adapt(padded.support), batch.query_x, generator=torch.Generator().manual_seed(3))
+    a = versa.predict(versa.adapt(batch.support, generator=torch.Generator().manual_seed(3)), batch.query_x)
+    b = versa.predict(versa.adapt(padded.support, generator=torch.Generator().manual_seed(3)), batch.query_x)
     if kind == "classification":
         torch.testing.assert_close(a.sample_log_probs, b.sample_log_probs, rtol=0, atol=1e-10)
     else:

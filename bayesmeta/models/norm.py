@@ -1,0 +1,199 @@
+"""Normalization layers that keep every prediction local to its own task (DESIGN.md section 4).
+
+A meta-learner predicts query q of task t from task t's support set, x_q and the
+meta-parameters only. Normalization is where that rule is easiest to break: plain batch norm over
+a call's whole input mixes tasks and queries. The choices here (``norm=`` of
+:class:`~bayesmeta.models.Conv4`):
+
+==============  =========================================================  ===================
+``norm``        statistics                                                 task-local?
+==============  =========================================================  ===================
+``"task"``      TaskNorm-I (Bronskill et al., ICML 2020): the task's        yes (support only)
+                *context* (support) moments blended with the example's
+                own (instance) moments, ``alpha = sigmoid(a * n_ctx + b)``
+``"group"``     per example, over groups of channels (``nn.GroupNorm``)    yes (per example)
+``"instance"``  per example and channel (``nn.GroupNorm(C, C)``)           yes (per example)
+``"layer"``     per example over all channels (``nn.GroupNorm(1, C)``)     yes (per example)
+``"none"``      no normalization                                           yes
+``"batch"``     batch statistics of the examples given *with* the task      transductive opt-in
+                (support while adapting, the query set while predicting),
+                never across tasks
+==============  =========================================================  ===================
+
+Context-normalized layers (``"task"``, ``"batch"``) take inputs with an explicit set dimension,
+``[G, N, C, H, W]`` (G task groups, N examples of one task), and a boolean ``context_mask``
+``[G, N]`` naming the examples whose moments define the task's statistics. Padded (masked)
+support points are simply left out of the mask, so they never enter any statistic. How a
+learner chooses the context is in :mod:`bayesmeta.models.context`.
+
+Everything is written with elementary ops: on torch 2.13 the double backward of
+``F.batch_norm`` under ``torch.func.grad`` is wrong (a few percent off against per-task autograd
+and finite differences), while these ops differentiate correctly to any order and under ``vmap``.
+``F.group_norm``'s double backward was checked against finite differences and a per-task
+autograd loop (tests/models/test_norm.py), so the per-example norms use ``nn.GroupNorm``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+
+from bayesmeta.exceptions import ConfigError, ShapeError
+
+__all__ = [
+    "NORMS",
+    "CONTEXT_NORMS",
+    "Norm",
+    "BatchStatNorm2d",
+    "TaskNorm2d",
+    "make_norm",
+    "masked_moments",
+]
+
+Norm = Literal["task", "group", "instance", "layer", "none", "batch"]
+#: Every accepted ``norm=`` value.
+NORMS: tuple[str, ...] = get_args(Norm)
+#: Norms whose statistics come from a task's context set (they need a set dimension).
+CONTEXT_NORMS: tuple[str, ...] = ("task", "batch")
+#: Norms that subtract a per-channel mean, making a conv bias before them redundant.
+MEAN_REMOVING_NORMS: tuple[str, ...] = ("task", "batch", "instance")
+
+
+def masked_moments(x: torch.Tensor, context_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (biased) variance over a task's context examples.
+
+    Args:
+        x: ``[G, N, C, H, W]`` activations, G task groups of N examples.
+        context_mask: ``[G, N]`` bool, True for context examples; ``None`` means all N.
+
+    Returns:
+        ``(mean, var, n_context)``: mean and var ``[G, 1, C, 1, 1]``, and the number of context
+        examples per group ``[G]`` (as x's dtype).
+    """
+    if context_mask is None:
+        w = x.new_ones(x.shape[:2])
+    else:
+        w = context_mask.to(x.dtype)
+    n_ctx = w.sum(1)  # [G]
+    w5 = w[:, :, None, None, None]
+    # clamp: a group with no context examples gets zero moments rather than a division by zero;
+    # learners refuse an empty support set before they get here.
+    denom = (n_ctx * x.shape[-1] * x.shape[-2]).clamp_min(1.0)[:, None, None, None, None]
+    mean = (x * w5).sum(dim=(1, 3, 4), keepdim=True) / denom
+    var = (((x - mean) ** 2) * w5).sum(dim=(1, 3, 4), keepdim=True) / denom
+    return mean, var, n_ctx
+
+
+def _check_set_input(name: str, x: torch.Tensor, context_mask: torch.Tensor | None) -> None:
+    if x.dim() != 5:
+        raise ShapeError(f"{name}: expected activations [G, N, C, H, W], got shape {list(x.shape)}")
+    if context_mask is not None and tuple(context_mask.shape) != tuple(x.shape[:2]):
+        raise ShapeError(
+            f"context_mask: expected shape {list(x.shape[:2])} ([G, N]) to match the activations, "
+            f"got {list(context_mask.shape)}"
+        )
+
+
+class BatchStatNorm2d(nn.Module):
+    """Batch normalization with statistics of one task's context set, no running averages.
+
+    With the learners' default use (the task's own inputs as context: support while adapting,
+    queries while predicting) this is MAML's original transductive batch norm, restricted to one
+    task. Statistics never cross tasks: each group ``g`` of ``[G, N, C, H, W]`` is normalized
+    with its own context moments.
+
+    Args:
+        channels: C.
+        eps: added to the variance.
+
+    Shapes:
+        ``forward(x [G, N, C, H, W], context_mask [G, N] | None) -> [G, N, C, H, W]``.
+    """
+
+    context_norm = True
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        _check_set_input("x", x, context_mask)
+        mean, var, _ = masked_moments(x, context_mask)
+        xhat = (x - mean) * torch.rsqrt(var + self.eps)
+        return xhat * self.weight.view(1, 1, -1, 1, 1) + self.bias.view(1, 1, -1, 1, 1)
+
+
+class TaskNorm2d(nn.Module):
+    """TaskNorm-I (Bronskill et al., ICML 2020): context moments blended with instance moments.
+
+    For each task, ``mu_c, var_c`` are the moments of its context (support) examples and
+    ``mu_i, var_i`` those of each example on its own (over H, W). With
+    ``alpha = sigmoid(a * n_ctx + b)`` (``a``, ``b`` learned scalars; ``n_ctx`` the number of
+    context examples), the moments used are the mixture's::
+
+        mu  = alpha * mu_c + (1 - alpha) * mu_i
+        var = alpha * (var_c + (mu_c - mu)^2) + (1 - alpha) * (var_i + (mu_i - mu)^2)
+
+    so a large support set leans on its statistics and a tiny one on each example's own. Queries
+    never enter a statistic of another example: a query's output depends on its task's context
+    and on itself only.
+
+    Args:
+        channels: C.
+        eps: added to the variance.
+
+    Shapes:
+        ``forward(x [G, N, C, H, W], context_mask [G, N] | None) -> [G, N, C, H, W]``.
+    """
+
+    context_norm = True
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        # The paper's initialisation (a = 0, b = 0: alpha = 0.5 for every context size); the
+        # meta-objective then learns how much a context of a given size is trusted.
+        self.alpha_scale = nn.Parameter(torch.zeros(()))
+        self.alpha_offset = nn.Parameter(torch.zeros(()))
+
+    def alpha(self, n_context: torch.Tensor) -> torch.Tensor:
+        """Blending weight of the context moments for ``n_context`` examples (any shape)."""
+        return torch.sigmoid(self.alpha_scale * n_context + self.alpha_offset)
+
+    def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        _check_set_input("x", x, context_mask)
+        mu_c, var_c, n_ctx = masked_moments(x, context_mask)
+        mu_i = x.mean(dim=(3, 4), keepdim=True)  # [G, N, C, 1, 1]
+        var_i = ((x - mu_i) ** 2).mean(dim=(3, 4), keepdim=True)
+        a = self.alpha(n_ctx)[:, None, None, None, None]
+        mu = a * mu_c + (1 - a) * mu_i
+        var = a * (var_c + (mu_c - mu) ** 2) + (1 - a) * (var_i + (mu_i - mu) ** 2)
+        xhat = (x - mu) * torch.rsqrt(var + self.eps)
+        return xhat * self.weight.view(1, 1, -1, 1, 1) + self.bias.view(1, 1, -1, 1, 1)
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """The normalization module for ``norm=kind`` over ``channels`` channels.
+
+    Raises:
+        ConfigError: an unknown ``kind``.
+    """
+    if kind == "task":
+        return TaskNorm2d(channels)
+    if kind == "batch":
+        return BatchStatNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "instance":
+        return nn.GroupNorm(channels, channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ConfigError(f"norm: expected one of {', '.join(repr(n) for n in NORMS)}, got {kind!r}")
