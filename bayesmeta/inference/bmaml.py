@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -62,6 +63,8 @@ from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
 from bayesmeta.inference.inner_loop import Params, cross_entropy_loss, squared_error_loss
 from bayesmeta.inference.svgd import batched_svgd_steps
+from bayesmeta.inference.task_noise import task_keys, task_seeds
+from bayesmeta.models.context import context_mode, query_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.priors import DiagonalGaussianPrior
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
@@ -78,10 +81,15 @@ class ParticlePosterior(TaskPosterior):
     Attributes:
         params: ``{name: [T, M, *shape]}``.
         n_way: C for classification, ``None`` for regression.
+        support_x: ``[T, S, ...]`` support inputs, kept when the backbone normalizes queries with
+            their task's support statistics (``context_mode == "support"``), else ``None``.
+        support_mask: ``[T, S]`` bool or ``None``.
     """
 
     params: Params
     n_way: int | None
+    support_x: torch.Tensor | None = None
+    support_mask: torch.Tensor | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -167,26 +175,62 @@ class ParticleLearner(MetaLearner):
 
     # ------------------------------------------------------------- backbone
     def _forward_fn(self):
-        """``f(params, x) -> outputs`` for one parameter set: ``[N, ...] -> [N, out]``."""
+        """``f(params, x, context_mask=None) -> outputs`` for one parameter set: ``[N, ...] -> [N, out]``."""
         buffers = dict(self.model.named_buffers())
         model = self.model
-        return lambda p, inp: functional_call(model, {**p, **buffers}, (inp,))
+
+        def f(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+            kwargs = {} if context_mask is None else {"context_mask": context_mask}
+            return functional_call(model, {**p, **buffers}, (inp,), kwargs)
+
+        return f
 
     def _task_loss(self, is_cls: bool):
         """MAML's support loss ``L(params, x, y, mask)`` for one parameter set of one task."""
         f = self._forward_fn()
+        # a context-normalized backbone takes its task statistics from the present support points
+        in_context = context_mode(self.model) is not None
 
         def loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            out = f(p, x)
+            out = f(p, x, m) if in_context else f(p, x)
             return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
 
         return loss
 
-    def _particle_outputs(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Outputs of every particle of every task: params ``[T, M, ...]``, x ``[T, Q, ...]`` -> ``[T, M, Q, out]``."""
+    def _particle_outputs(
+        self,
+        params: Params,
+        x: torch.Tensor,
+        support_x: torch.Tensor | None = None,
+        support_mask: torch.Tensor | None = None,
+        query_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Outputs of every particle of every task: params ``[T, M, ...]``, x ``[T, Q, ...]`` -> ``[T, M, Q, out]``.
+
+        With a context-normalized backbone each particle normalizes a task's queries with that
+        task's support set (``support_x`` ``[T, S, ...]``, ``support_mask`` ``[T, S]``), or with
+        the query set itself for the transductive ``norm="batch"``.
+        """
         f = self._forward_fn()
-        over_particles = vmap(f, in_dims=(0, None))
-        return vmap(over_particles, in_dims=(0, 0), chunk_size=self.chunk_size)(params, x)
+        mode = context_mode(self.model)
+        if mode is None:
+            over_particles = vmap(f, in_dims=(0, None))
+            return vmap(over_particles, in_dims=(0, 0), chunk_size=self.chunk_size)(params, x)
+        qm = query_mask if query_mask is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        if mode == "self" or support_x is None:
+            support_x, support_mask = x, qm
+        elif support_mask is None:
+            support_mask = torch.ones(support_x.shape[:2], dtype=torch.bool, device=support_x.device)
+
+        def one(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
+            return query_forward(lambda inp, context_mask=None: f(p, inp, context_mask), self.model, xq, xs, ms, 0, mq)
+
+        over_particles = vmap(one, in_dims=(0, None, None, None, None))
+        return vmap(over_particles, chunk_size=self.chunk_size)(params, x, support_x, support_mask, qm)
+
+    def _posterior(self, params: Params, support: SupportSet) -> ParticlePosterior:
+        keep = context_mode(self.model) == "support"
+        return ParticlePosterior(params, support.n_way, support.x if keep else None, support.mask if keep else None)
 
     def _check_out_dim(self, n_way: int | None) -> None:
         out_features = getattr(self.model, "out_features", None)
@@ -254,7 +298,9 @@ class ParticleLearner(MetaLearner):
         if not isinstance(posterior, ParticlePosterior):
             raise ShapeError(f"posterior: expected a ParticlePosterior, got {type(posterior).__name__}")
         self.check_query_x(posterior, query_x)
-        out = self._particle_outputs(posterior.params, query_x).movedim(1, 0)  # [M, T, Q, out]
+        out = self._particle_outputs(
+            posterior.params, query_x, posterior.support_x, posterior.support_mask
+        ).movedim(1, 0)  # [M, T, Q, out]
         if posterior.n_way is not None:
             return CategoricalPredictive(logits=out)
         var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)
@@ -383,14 +429,24 @@ class BMAML(ParticleLearner):
             raise ConfigError(f"prior: expected 'learned', a DiagonalGaussianPrior or None, got {prior!r}")
 
     # ------------------------------------------------------------ internals
-    def initial_particles(self, n_tasks: int, generator: torch.Generator | None = None) -> Params:
+    def initial_particles(
+        self, n_tasks: int, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None
+    ) -> Params:
         """Starting particles of T tasks, ``{name: [T, M, *shape]}`` (on the autograd graph).
 
         Drawn from the prior (independently per task and particle, reparameterized) or the
-        learned particle set broadcast over tasks.
+        learned particle set broadcast over tasks. With ``seeds`` (one per task, see
+        :mod:`bayesmeta.inference.task_noise`) task t's draws come from its own seed, so they do
+        not depend on the other tasks; otherwise from ``generator`` (or torch's default).
         """
         t, m = check_positive_int("n_tasks", n_tasks), self.n_particles
         if self.prior is not None:
+            if seeds is not None:
+                if len(seeds) != t:
+                    raise ShapeError(f"seeds: expected {t} seeds (one per task), got {len(seeds)}")
+                dev = next(iter(self.prior.mean.values())).device
+                per_task = [self.prior.sample(m, torch.Generator(device=dev).manual_seed(int(s))) for s in seeds]
+                return {k: torch.stack([d[k] for d in per_task]) for k in per_task[0]}
             draws = self.prior.sample(t * m, generator)
             return {k: v.reshape(t, m, *v.shape[1:]) for k, v in draws.items()}
         params = dict(self.model.named_parameters())
@@ -453,7 +509,9 @@ class BMAML(ParticleLearner):
         start = self.initial_particles(batch.n_tasks)
         follower = self._svgd(start, batch.support, self.inner_steps)
         _check_finite_params(follower, "SVGD on the support set")
-        out = self._particle_outputs(follower, batch.query_x)  # [T, M, Q, out]
+        out = self._particle_outputs(
+            follower, batch.query_x, batch.support_x, batch.support_mask, batch.query_mask
+        )  # [T, M, Q, out]
         qmask = _support_mask(batch.query)
         metrics = self._query_metrics(out, batch)
         if self.objective == "nll":
@@ -479,9 +537,10 @@ class BMAML(ParticleLearner):
     ) -> ParticlePosterior:
         """Draw the initial particles and move them by ``test_inner_steps`` (or ``steps``) SVGD steps.
 
-        Pure: the learner is read, never written (random draws come from ``generator``, or from
-        torch's default generator when it is ``None``). The particles stay on the autograd graph;
-        wrap in ``torch.no_grad()`` for evaluation.
+        Pure: the learner is read, never written. Prior draws are each task's own: seeded from one
+        draw of ``generator`` (torch's default generator when it is ``None``) and the task's
+        support set, so they do not depend on the other tasks in the call. The particles stay on
+        the autograd graph; wrap in ``torch.no_grad()`` for evaluation.
 
         Raises:
             NumericalError: the particles became NaN/Inf.
@@ -489,9 +548,10 @@ class BMAML(ParticleLearner):
         self.check_batch(support, "support")
         self._check_out_dim(support.n_way)
         k = self.test_inner_steps if steps is None else check_positive_int("steps", steps, minimum=0)
-        particles = self._svgd(self.initial_particles(support.n_tasks, generator), support, k)
+        seeds = task_seeds(task_keys(support.x, support.y, support.mask), generator) if self.prior is not None else None
+        particles = self._svgd(self.initial_particles(support.n_tasks, seeds=seeds), support, k)
         _check_finite_params(particles, "SVGD on the support set")
-        return ParticlePosterior(particles, support.n_way)
+        return self._posterior(particles, support)
 
     def extra_repr(self) -> str:
         prior = "learned" if self.prior is not None else "particle set"

@@ -53,6 +53,7 @@ decouples them from the solve, and their log-determinant and ``n`` terms are lef
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ from torch import nn
 from bayesmeta._validation import check_finite, describe
 from bayesmeta.exceptions import ConfigError, InvalidValueError, NumericalError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
+from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.models.kernels import DeepKernel, KernelName, make_base_kernel
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
@@ -174,6 +176,8 @@ class DKTPosterior(TaskPosterior):
         log_marginal: ``[T]`` log marginal likelihood of the support targets (summed over D).
         input_shape: the feature shape of one input point (``x.shape[2:]``).
         n_way: C for classification, ``None`` for regression.
+        support_x: ``[T, S, *input]`` support inputs, kept when the backbone normalizes queries
+            with their task's support statistics (``context_mode == "support"``), else ``None``.
     """
 
     features: torch.Tensor
@@ -186,6 +190,7 @@ class DKTPosterior(TaskPosterior):
     log_marginal: torch.Tensor
     input_shape: tuple[int, ...]
     n_way: int | None = None
+    support_x: torch.Tensor | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -387,15 +392,16 @@ class DKT(MetaLearner):
         """Likelihood noise variance ``sigma^2`` (scalar tensor)."""
         return self.likelihood.noise.reshape(())
 
-    def _features(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        """Features ``[T, N, F]`` of inputs ``[T, N, *input]``, checked."""
+    def _features(self, x: torch.Tensor, name: str, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Features ``[T, N, F]`` of inputs ``[T, N, *input]``, checked (``context_mask``: see
+        :meth:`~bayesmeta.models.kernels.DeepKernel.features`)."""
         ref = self.noise
         if x.dtype != ref.dtype:
             raise InvalidValueError(
                 f"{name}: expected dtype {str(ref.dtype).removeprefix('torch.')} to match the "
                 f"learner's parameters, got {describe(x)} (cast the batch or the learner)"
             )
-        z = self.deep_kernel.features(x, name)
+        z = self.deep_kernel.features(x, name, context_mask)
         if z.shape[-1] != self.feature_dim:
             raise ShapeError(
                 f"{name}: the backbone produced features of size {z.shape[-1]}, but the kernel was "
@@ -468,7 +474,11 @@ class DKT(MetaLearner):
                 f"the support set, got {describe(query_x)}"
             )
         check_finite("query_x", query_x)
-        return self._features(query_x, "query_x")
+        fe = self.deep_kernel.feature_extractor
+        return query_forward(
+            lambda x, context_mask=None: self._features(x, "query_x", context_mask),
+            fe, query_x, posterior.support_x, posterior.mask, set_dim=1,
+        )
 
     def _to_predictive(
         self, posterior: DKTPosterior, mean: torch.Tensor, var_f: torch.Tensor
@@ -500,7 +510,17 @@ class DKT(MetaLearner):
         self.check_batch(batch)
         joint = batch.joint()
         self._check_support(joint, "batch")
-        z = self._features(joint.x, "batch.support_x/query_x")  # [T, S + Q, F]
+        fe = self.deep_kernel.feature_extractor
+        if context_mode(fe) is None:
+            z = self._features(joint.x, "batch.support_x/query_x")  # [T, S + Q, F]
+        else:
+            # the features the posterior will see at test time: queries normalized with their
+            # task's support set (or, transductively, with their own query set)
+            zs, zq = joint_forward(
+                lambda x, context_mask=None: self._features(x, "batch.support_x/query_x", context_mask),
+                fe, batch.support_x, batch.support_mask, batch.query_x, 1, batch.query_mask,
+            )
+            z = torch.cat([zs, zq], dim=1)
         targets = self._targets(joint)  # [T, S + Q, D]
         _, _, log_marginal, jitter = self._condition(z, targets, joint.mask)
         n = (
@@ -548,8 +568,14 @@ class DKT(MetaLearner):
             CholeskyJitterWarning: the kernel matrix needed jitter (e.g. duplicate inputs).
         """
         self._check_support(support, "support")
-        z = self._features(support.x, "support.x")
-        return self._posterior_from_features(z, support, self._targets(support))
+        fe = self.deep_kernel.feature_extractor
+        z = support_forward(
+            lambda x, context_mask=None: self._features(x, "support.x", context_mask), fe, support.x, support.mask, 1
+        )
+        post = self._posterior_from_features(z, support, self._targets(support))
+        if context_mode(fe) == "support":
+            post = dataclasses.replace(post, support_x=support.x)
+        return post
 
     def predict(
         self, posterior: TaskPosterior, query_x: torch.Tensor

@@ -50,6 +50,7 @@ from bayesmeta.inference.bmaml import (
 )
 from bayesmeta.inference.inner_loop import Params, batched_gradient_steps, gradient_steps
 from bayesmeta.inference.maml import MAML
+from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
 from bayesmeta.priors import DiagonalGaussianPrior
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -198,6 +199,14 @@ class PLATIPUS(ParticleLearner):
             out[k] = mu.unsqueeze(1) + (0.5 * log_var[k]).exp() * eps
         return out
 
+    @staticmethod
+    def _draw_per_task(mean: Params, log_var: Params, m: int, seeds: tuple[int, ...]) -> Params:
+        """:meth:`_draw` with task t's noise from ``seeds[t]`` alone: ``[T, m, ...]``."""
+        names = list(mean)
+        ref = mean[names[0]]
+        eps = task_randn(seeds, [(m, *mean[k].shape[1:]) for k in names], ref.dtype, ref.device)
+        return {k: mean[k].unsqueeze(1) + (0.5 * log_var[k]).exp() * e for k, e in zip(names, eps)}
+
     def kl_divergence(self, mu_q: Params, mu_p: Params) -> torch.Tensor:
         """``KL(N(mu_q, v_q) || N(mu_p, sigma_theta^2))`` summed over entries, per task: ``[T]``."""
         lv_q, lv_p = self._map(self.q_log_var), self.prior.log_variance
@@ -227,7 +236,9 @@ class PLATIPUS(ParticleLearner):
         theta = self._draw(mu_q, self._map(self.q_log_var), self.train_samples, None)
         phi = self._inner(theta, batch.support, self.inner_steps)
         _check_finite_params(phi, "the inner gradient steps")
-        out = self._particle_outputs(phi, batch.query_x)  # [T, M, Q, out]
+        out = self._particle_outputs(
+            phi, batch.query_x, batch.support_x, batch.support_mask, batch.query_mask
+        )  # [T, M, Q, out]
         qmask = _support_mask(batch.query)
         w = qmask.to(out.dtype)
         if batch.is_classification:
@@ -252,8 +263,10 @@ class PLATIPUS(ParticleLearner):
     ) -> ParticlePosterior:
         """Two-step inference: a ``gamma_p`` step on ``mu_theta``, M draws, K steps from each.
 
-        Pure: the learner is read, never written (draws come from ``generator``, or torch's default
-        generator when it is ``None``). The result stays on the autograd graph.
+        Pure: the learner is read, never written. The draws are each task's own: seeded from one
+        draw of ``generator`` (torch's default generator when it is ``None``) and the task's
+        support set, so they do not depend on the other tasks in the call. The result stays on
+        the autograd graph.
 
         Raises:
             NumericalError: the adapted parameters became NaN/Inf.
@@ -262,10 +275,11 @@ class PLATIPUS(ParticleLearner):
         self._check_out_dim(support.n_way)
         k = self.test_inner_steps if steps is None else check_positive_int("steps", steps, minimum=0)
         mu_p = self._step(support, self._map(self.gamma_p))
-        theta = self._draw(mu_p, self.prior.log_variance, self.n_samples, generator)
+        seeds = task_seeds(task_keys(support.x, support.y, support.mask), generator)
+        theta = self._draw_per_task(mu_p, self.prior.log_variance, self.n_samples, seeds)
         phi = self._inner(theta, support, k)
         _check_finite_params(phi, "the inner gradient steps")
-        return ParticlePosterior(phi, support.n_way)
+        return self._posterior(phi, support)
 
     def extra_repr(self) -> str:
         return (

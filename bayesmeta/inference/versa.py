@@ -49,13 +49,13 @@ from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
 from bayesmeta.models._shapes import check_input_shape
-from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.models.amortization import (
     ClassAmortization,
     HeadGaussian,
     LinearHeadAmortization,
     PrototypeAmortization,
 )
+from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.models.set_encoders import masked_class_mean
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch

@@ -11,7 +11,6 @@ from torch import nn
 from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import CheckpointError, ConfigError, ShapeError
 from bayesmeta.models.norm import (
-    CONTEXT_NORMS,
     MEAN_REMOVING_NORMS,
     NORMS,
     BatchStatNorm2d,

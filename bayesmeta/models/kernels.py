@@ -31,6 +31,7 @@ from torch import nn
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import ConfigError, ShapeError
 from bayesmeta.models._shapes import check_input_shape
+from bayesmeta.models.context import context_mode
 
 __all__ = ["KernelName", "DeepKernel", "make_base_kernel"]
 
@@ -104,15 +105,22 @@ class DeepKernel(nn.Module):
         self.feature_extractor = feature_extractor
         self.base_kernel = base_kernel
 
-    def features(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    def features(self, x: torch.Tensor, name: str = "x", context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Features ``[T, N, *input] -> [T, N, F]``.
 
-        The extractor sees one flat batch ``[T * N, *input]`` (what any backbone accepts) and
-        must return ``[T * N, F]``; ``name`` names ``x`` in error messages.
+        A per-example extractor sees one flat batch ``[T * N, *input]`` (what any backbone
+        accepts) and must return ``[T * N, F]``. A context-normalized one
+        (:mod:`bayesmeta.models.context`) sees ``[T, N, *input]`` and ``context_mask`` ``[T, N]``
+        (the examples whose statistics normalize each task). ``name`` names ``x`` in errors.
         """
         fe = self.feature_extractor
         check_input_shape(fe, x, name)
         fn = fe.features if hasattr(fe, "features") else fe
+        if context_mode(fe) is not None:
+            z = fn(x, context_mask=context_mask)
+            if z.dim() != 3 or tuple(z.shape[:2]) != tuple(x.shape[:2]):
+                raise ShapeError(f"{name}: expected the feature extractor to map {list(x.shape)} to [T, N, F], got {describe(z)}")
+            return z
         z = fn(x.flatten(0, 1))
         if z.dim() != 2 or z.shape[0] != x.shape[0] * x.shape[1]:
             raise ShapeError(
