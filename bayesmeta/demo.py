@@ -29,7 +29,7 @@ DEMO_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "protonet_omniglot_5w1s": {
         "method": {"name": "protonet"},
-        "model": {"name": "conv4", "hidden": 64},
+        "model": {"name": "conv4", "hidden": 64, "norm": "task"},
         # 5 queries per class in training (cheaper steps), the usual 15 at test
         "tasks": {"name": "omniglot", "n_way": 5, "k_shot": 1, "n_query": 5},
         "training": {"steps": 600, "meta_batch_size": 4, "lr": 1e-3, "seed": 0,

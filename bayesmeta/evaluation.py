@@ -94,6 +94,13 @@ def _collect(pred: Predictive, batch: TaskBatch) -> dict[str, torch.Tensor]:
     return out
 
 
+def _task_chunks(batch: TaskBatch, size: int | None) -> list[TaskBatch]:
+    """``batch`` split into consecutive groups of at most ``size`` tasks."""
+    if size is None or batch.n_tasks <= size:
+        return [batch]
+    return [batch.index(slice(i, i + size)) for i in range(0, batch.n_tasks, size)]
+
+
 def evaluate(
     learner: MetaLearner,
     episodes: Sequence[TaskBatch],
@@ -102,6 +109,7 @@ def evaluate(
     keep_predictions: bool = True,
     progress: bool = True,
     seed: int = 0,
+    max_tasks_per_call: int | None = 4,
 ) -> EvaluationResult:
     """Evaluate ``learner`` on a fixed list of episodes.
 
@@ -113,13 +121,22 @@ def evaluate(
         keep_predictions: keep the predictive tensors for reports (memory: M*T*Q*C floats).
         progress: show a tqdm bar.
         seed: seed of the bootstrap intervals and of any sampling inside ``predict`` (the global
-            torch RNG state is restored afterwards).
+            torch RNG state is restored afterwards). The RNG is re-seeded before every learner
+            call and sampling learners draw per-task noise (DESIGN.md section 4), so a task's
+            numbers do not depend on which episode or call it is evaluated in.
+        max_tasks_per_call: split each episode into calls of at most this many tasks (``None``:
+            whole episodes), so that peak memory does not grow with ``tasks_per_batch``. The
+            per-task results do not depend on it.
 
     Returns:
         :class:`EvaluationResult` over all tasks of all episodes.
     """
     if len(episodes) == 0:
         raise InvalidValueError("episodes: expected at least one TaskBatch, got an empty sequence")
+    if max_tasks_per_call is not None and (
+        isinstance(max_tasks_per_call, bool) or not isinstance(max_tasks_per_call, int) or max_tasks_per_call < 1
+    ):
+        raise InvalidValueError(f"max_tasks_per_call: expected a positive int or None, got {max_tasks_per_call!r}")
     was_training = learner.training
     learner.eval()
     per_task: dict[str, list[torch.Tensor]] = {}
@@ -129,13 +146,15 @@ def evaluate(
     torch.manual_seed(seed)
     try:
         with torch.no_grad():
-            for batch in tqdm(episodes, desc="evaluate", disable=not progress, leave=False):
-                pred = learner(batch)
-                for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
-                    per_task.setdefault(k, []).append(v.detach().double().cpu())
-                if keep_predictions:
-                    for k, v in _collect(pred, batch).items():
-                        preds.setdefault(k, []).append(v)
+            for episode in tqdm(episodes, desc="evaluate", disable=not progress, leave=False):
+                for batch in _task_chunks(episode, max_tasks_per_call):
+                    torch.manual_seed(seed)
+                    pred = learner(batch)
+                    for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
+                        per_task.setdefault(k, []).append(v.detach().double().cpu())
+                    if keep_predictions:
+                        for k, v in _collect(pred, batch).items():
+                            preds.setdefault(k, []).append(v)
     finally:
         torch.set_rng_state(rng_state)
         learner.train(was_training)

@@ -213,7 +213,7 @@ class PLATIPUS(ParticleLearner):
         total: torch.Tensor | None = None
         for k in mu_q:
             kl = 0.5 * (lv_p[k] - lv_q[k] + (lv_q[k].exp() + (mu_q[k] - mu_p[k]) ** 2) * torch.exp(-lv_p[k]) - 1.0)
-            kl = kl.flatten(1).sum(1)
+            kl = kl.reshape(kl.shape[0], -1).sum(1)  # scalar parameters (TaskNorm alphas) are [T]
             total = kl if total is None else total + kl
         assert total is not None
         return total

@@ -168,9 +168,10 @@ class Conv4(nn.Module):
             )
             return
         raise CheckpointError(
-            f"Conv4: these weights were saved by bayesmeta 0.1 (cross-task batch statistics, "
-            f"norm='batch' was the default) and cannot be loaded into norm={self.norm!r}. To "
-            f"continue: retrain (the default is now norm='task'), or load them into "
-            f"Conv4(norm='batch') (per-task transductive statistics; for a run directory, add "
-            f"'norm: batch' to the model section of its config)."
+            f"Conv4: these weights were saved by bayesmeta 0.1, whose Conv4 took batch statistics "
+            f"across every task and query of a call (norm='batch', then the default); they cannot "
+            f"be loaded into norm={self.norm!r} without changing what they compute. To continue: "
+            f"retrain (the default is now norm='task', task-local), or load them from Python into "
+            f"Conv4(norm='batch'), which keeps batch statistics but per task (a warning says what "
+            f"changed)."
         )

@@ -48,8 +48,10 @@ __all__ = [
     "Norm",
     "BatchStatNorm2d",
     "TaskNorm2d",
+    "instance_moments",
     "make_norm",
     "masked_moments",
+    "pooled_moments",
 ]
 
 Norm = Literal["task", "group", "instance", "layer", "none", "batch"]
@@ -59,6 +61,42 @@ NORMS: tuple[str, ...] = get_args(Norm)
 CONTEXT_NORMS: tuple[str, ...] = ("task", "batch")
 #: Norms that subtract a per-channel mean, making a conv bias before them redundant.
 MEAN_REMOVING_NORMS: tuple[str, ...] = ("task", "batch", "instance")
+
+
+def instance_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example, per-channel mean and biased variance over H, W: ``[G, N, C, 1, 1]`` each."""
+    var, mean = torch.var_mean(x, dim=(3, 4), correction=0, keepdim=True)
+    return mean, var
+
+
+def pooled_moments(
+    mu_i: torch.Tensor, var_i: torch.Tensor, context_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Moments of a task's context examples from their per-example moments.
+
+    Every example has the same H x W, so the context's mean is the mean of its examples' means
+    and its variance is the law of total variance, ``mean_i(var_i + (mu_i - mu_c)^2)`` (summed
+    without cancellation). Only ``[G, N, C]``-sized tensors are touched.
+
+    Args:
+        mu_i, var_i: ``[G, N, C, 1, 1]`` from :func:`instance_moments`.
+        context_mask: ``[G, N]`` bool, True for context examples; ``None`` means all N.
+
+    Returns:
+        ``(mean, var, n_context)``: ``[G, 1, C, 1, 1]`` each and ``[G]``.
+    """
+    if context_mask is None:
+        w = mu_i.new_ones(mu_i.shape[:2])
+    else:
+        w = context_mask.to(mu_i.dtype)
+    n_ctx = w.sum(1)  # [G]
+    w5 = w[:, :, None, None, None]
+    # clamp: a group with no context examples gets zero moments rather than a division by zero;
+    # learners refuse an empty support set before they get here.
+    denom = n_ctx.clamp_min(1.0)[:, None, None, None, None]
+    mean = (w5 * mu_i).sum(1, keepdim=True) / denom
+    var = (w5 * (var_i + (mu_i - mean) ** 2)).sum(1, keepdim=True) / denom
+    return mean, var, n_ctx
 
 
 def masked_moments(x: torch.Tensor, context_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -72,18 +110,13 @@ def masked_moments(x: torch.Tensor, context_mask: torch.Tensor | None) -> tuple[
         ``(mean, var, n_context)``: mean and var ``[G, 1, C, 1, 1]``, and the number of context
         examples per group ``[G]`` (as x's dtype).
     """
-    if context_mask is None:
-        w = x.new_ones(x.shape[:2])
-    else:
-        w = context_mask.to(x.dtype)
-    n_ctx = w.sum(1)  # [G]
-    w5 = w[:, :, None, None, None]
-    # clamp: a group with no context examples gets zero moments rather than a division by zero;
-    # learners refuse an empty support set before they get here.
-    denom = (n_ctx * x.shape[-1] * x.shape[-2]).clamp_min(1.0)[:, None, None, None, None]
-    mean = (x * w5).sum(dim=(1, 3, 4), keepdim=True) / denom
-    var = (((x - mean) ** 2) * w5).sum(dim=(1, 3, 4), keepdim=True) / denom
-    return mean, var, n_ctx
+    return pooled_moments(*instance_moments(x), context_mask)
+
+
+def _normalize(x: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """``(x - mu) / sqrt(var + eps) * weight + bias`` as one multiply-add over the large tensor."""
+    scale = weight.view(1, 1, -1, 1, 1) * torch.rsqrt(var + eps)
+    return torch.addcmul(bias.view(1, 1, -1, 1, 1) - mu * scale, x, scale)
 
 
 def _check_set_input(name: str, x: torch.Tensor, context_mask: torch.Tensor | None) -> None:
@@ -123,8 +156,7 @@ class BatchStatNorm2d(nn.Module):
     def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_set_input("x", x, context_mask)
         mean, var, _ = masked_moments(x, context_mask)
-        xhat = (x - mean) * torch.rsqrt(var + self.eps)
-        return xhat * self.weight.view(1, 1, -1, 1, 1) + self.bias.view(1, 1, -1, 1, 1)
+        return _normalize(x, mean, var, self.weight, self.bias, self.eps)
 
 
 class TaskNorm2d(nn.Module):
@@ -168,14 +200,14 @@ class TaskNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_set_input("x", x, context_mask)
-        mu_c, var_c, n_ctx = masked_moments(x, context_mask)
-        mu_i = x.mean(dim=(3, 4), keepdim=True)  # [G, N, C, 1, 1]
-        var_i = ((x - mu_i) ** 2).mean(dim=(3, 4), keepdim=True)
+        # one pass over the activations for the moments, one for the normalization; everything
+        # in between is [G, N, C]-sized
+        mu_i, var_i = instance_moments(x)  # [G, N, C, 1, 1]
+        mu_c, var_c, n_ctx = pooled_moments(mu_i, var_i, context_mask)  # [G, 1, C, 1, 1]
         a = self.alpha(n_ctx)[:, None, None, None, None]
         mu = a * mu_c + (1 - a) * mu_i
         var = a * (var_c + (mu_c - mu) ** 2) + (1 - a) * (var_i + (mu_i - mu) ** 2)
-        xhat = (x - mu) * torch.rsqrt(var + self.eps)
-        return xhat * self.weight.view(1, 1, -1, 1, 1) + self.bias.view(1, 1, -1, 1, 1)
+        return _normalize(x, mu, var, self.weight, self.bias, self.eps)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

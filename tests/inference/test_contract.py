@@ -1,7 +1,9 @@
-"""The contract every MetaLearner passes (DESIGN.md section 7).
+"""The contract every MetaLearner passes (DESIGN.md sections 4 and 8).
 
 Shapes, purity of ``adapt``, gradients reaching every meta-parameter, determinism under a seed,
-and bad input raising the library's own exceptions. Add a learner by adding a factory below.
+bad input raising the library's own exceptions, and the non-transductive rule: a query's
+prediction depends only on its own task's support set and on that query (alone == inside a
+shuffled batch == one query at a time). Add a learner by adding a factory below.
 """
 
 from __future__ import annotations
@@ -61,6 +63,22 @@ LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]
         lambda: MAML(Conv4(out_features=N_WAY, hidden=8), adapt="head", task_kind="classification"), classification_batch
     ),
     "protonet": (lambda: ProtoNet(Conv4(hidden=8)), classification_batch),
+    **{
+        f"protonet-{norm}": (lambda norm=norm: ProtoNet(Conv4(hidden=8, norm=norm)), classification_batch)
+        for norm in ("group", "instance", "layer", "none")
+    },
+    "maml-classification-group": (
+        lambda: MAML(Conv4(out_features=N_WAY, hidden=8, norm="group"), inner_lr=0.1, task_kind="classification"),
+        classification_batch,
+    ),
+    "bmaml-classification": (
+        lambda: BMAML(Conv4(out_features=N_WAY, hidden=8), n_particles=2, prior="learned", task_kind="classification"),
+        classification_batch,
+    ),
+    "platipus-classification": (
+        lambda: PLATIPUS(Conv4(out_features=N_WAY, hidden=8), n_samples=2, task_kind="classification"),
+        classification_batch,
+    ),
     "bmaml-regression": (
         lambda: BMAML(MLP(1, 1, hidden=(8,)), n_particles=3, prior="learned", task_kind="regression"), regression_batch
     ),
@@ -69,6 +87,7 @@ LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]
     "versa-regression": (lambda: VERSA(_features(), n_samples=4, task_kind="regression", feature_dim=8), regression_batch),
     "dkt-regression": (lambda: DKT(_features(), task_kind="regression", feature_dim=8), regression_batch),
     "dkt-classification": (lambda: DKT(Conv4(hidden=8, norm="group"), task_kind="classification"), classification_batch),
+    "dkt-classification-task": (lambda: DKT(Conv4(hidden=8), task_kind="classification"), classification_batch),
     "cnp": (lambda: CNP(hidden=16, r_dim=16), regression_batch),
     "np": (lambda: NP(hidden=16, r_dim=16, z_dim=8, n_samples=3), regression_batch),
     "anp": (lambda: ANP(hidden=16, r_dim=16, z_dim=8, n_samples=3), regression_batch),
@@ -161,3 +180,73 @@ def test_diverging_inner_loop_is_a_numerical_error_not_a_nan() -> None:
     big = TaskBatch(batch.support_x * 100, batch.support_y * 100, batch.query_x, batch.query_y)
     with pytest.raises(NumericalError, match="inner loop diverged"):
         learner(big)
+
+
+# ------------------------------------------------------------------ non-transductive rule
+def _subset(batch: TaskBatch, tasks: list[int], queries: slice = slice(None)) -> TaskBatch:
+    """The batch restricted to ``tasks`` (in that order) and a slice of their queries."""
+    idx = torch.tensor(tasks)
+    pick = lambda t: None if t is None else t[idx]  # noqa: E731
+    qpick = lambda t: None if t is None else t[idx][:, queries]  # noqa: E731
+    return TaskBatch(
+        batch.support_x[idx], batch.support_y[idx], qpick(batch.query_x), qpick(batch.query_y),
+        support_mask=pick(batch.support_mask), query_mask=qpick(batch.query_mask), n_way=batch.n_way,
+    )
+
+
+def _draws(pred) -> tuple[torch.Tensor, ...]:
+    """Every per-sample number of a predictive, task dim at 1: ``[M, T, Q, ...]``."""
+    if isinstance(pred, CategoricalPredictive):
+        return (pred.sample_log_probs,)
+    return (pred.sample_mean, pred.sample_variance)
+
+
+def _predict(learner: MetaLearner, batch: TaskBatch, seed: int = 7):
+    torch.manual_seed(seed)  # sampling learners draw their per-task seeds from the global RNG
+    with torch.no_grad():
+        return learner.predict(learner.adapt(batch.support), batch.query_x)
+
+
+# 1e-5 in float64 (issue 9): far above the round-off of a few hundred flops (~1e-13), far
+# below any real dependence on other tasks (the old cross-task batch norm moved probabilities
+# by up to 1.0).
+TOL = 1e-5
+
+
+def test_prediction_depends_only_on_its_own_task_and_query(case) -> None:
+    learner, batch_fn = case
+    learner = learner.double()
+    batch = batch_fn(3).to(dtype=torch.float64)
+    full = _draws(_predict(learner, batch))
+    # inside a shuffled batch
+    perm = [2, 0, 1]
+    shuffled = _draws(_predict(learner, _subset(batch, perm)))
+    for a, b in zip(full, shuffled):
+        torch.testing.assert_close(b, a[:, perm], rtol=0, atol=TOL)
+    # alone
+    for t in range(T):
+        alone = _draws(_predict(learner, _subset(batch, [t])))
+        for a, b in zip(full, alone):
+            torch.testing.assert_close(b, a[:, t : t + 1], rtol=0, atol=TOL)
+    # one query at a time, from one posterior of task 1 alone
+    one = _subset(batch, [1])
+    torch.manual_seed(7)
+    with torch.no_grad():
+        post = learner.adapt(one.support)
+        for q in range(one.query_x.shape[1]):
+            single = _draws(learner.predict(post, one.query_x[:, q : q + 1]))
+            for a, b in zip(full, single):
+                torch.testing.assert_close(b, a[:, 1:2, q : q + 1], rtol=0, atol=TOL)
+
+
+def test_transductive_batch_norm_is_an_explicit_per_task_opt_in() -> None:
+    """``norm="batch"`` uses the query set's statistics (MAML's original behaviour), per task."""
+    torch.manual_seed(0)
+    learner = ProtoNet(Conv4(hidden=8, norm="batch")).double()
+    batch = classification_batch(3).to(dtype=torch.float64)
+    full = _predict(learner, batch).probs
+    for t in range(T):  # never across tasks
+        torch.testing.assert_close(_predict(learner, _subset(batch, [t])).probs, full[t : t + 1], rtol=0, atol=TOL)
+    # but a query's prediction depends on the other queries of its task: that is the opt-in
+    half = _predict(learner, _subset(batch, [0], slice(0, 3))).probs
+    assert float((half - full[0:1, 0:3]).abs().max()) > 1e-3
