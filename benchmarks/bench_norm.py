@@ -129,16 +129,27 @@ torch.manual_seed(0)
 learner = ProtoNet(Conv4(hidden=64))
 eps = fixed_episodes(FewShotSampler(omniglot("test"), n_way=20, k_shot=1, n_query=15), n_episodes=n, seed=1234, tasks_per_batch=20)
 t0 = time.perf_counter()
-r = evaluate(learner, eps, progress=False, max_tasks_per_call=chunk, keep_predictions=True)
+import inspect
+kw = {"max_tasks_per_call": chunk} if "max_tasks_per_call" in inspect.signature(evaluate).parameters else {}
+r = evaluate(learner, eps, progress=False, keep_predictions=True, **kw)
 print(json.dumps({"wall_s": time.perf_counter() - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tasks": r.n_tasks}))
 """
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, object]:
+    import os
+
     out = {}
-    for chunk in ("none", "4"):
-        res = subprocess.run([sys.executable, "-c", _EVAL_CHILD, str(args.episodes), chunk], capture_output=True, text=True, check=True)
-        out[f"tasks_per_call_{'20' if chunk == 'none' else chunk}"] = json.loads(res.stdout.strip().splitlines()[-1])
+    runs = [("tasks_per_call_20", "none", None), ("tasks_per_call_4", "4", None)]
+    if args.old_tree:  # the same evaluation with bayesmeta 0.1's code (one call per episode)
+        runs.insert(0, ("bayesmeta_0.1", "none", args.old_tree))
+    for name, chunk, tree in runs:
+        env = dict(os.environ)
+        if tree:
+            env["PYTHONPATH"] = tree
+        res = subprocess.run([sys.executable, "-c", _EVAL_CHILD, str(args.episodes), chunk], capture_output=True,
+                             text=True, check=True, env=env, cwd=tree)
+        out[name] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -150,6 +161,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--episodes", type=int, default=200, help="test tasks per way count (evaluate: 600)")
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--old-tree", default=None, help="evaluate: a checkout of bayesmeta 0.1 to measure 'before'")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
