@@ -14,6 +14,7 @@ from bayesmeta.models.norm import (
     MEAN_REMOVING_NORMS,
     NORMS,
     BatchStatNorm2d,
+    ContextNorm2d,
     Norm,
     TaskNorm2d,
     make_norm,
@@ -117,7 +118,7 @@ class Conv4(nn.Module):
         g = h.shape[0] // n if n else 0
         mask = None if context_mask is None else context_mask.reshape(g, n)
         for layer in self.body:
-            if isinstance(layer, (TaskNorm2d, BatchStatNorm2d)):
+            if isinstance(layer, ContextNorm2d):
                 h = layer(h.reshape(g, n, *h.shape[1:]), mask).reshape(g * n, *h.shape[1:])
             else:
                 h = layer(h)

@@ -47,6 +47,7 @@ __all__ = [
     "CONTEXT_NORMS",
     "Norm",
     "BatchStatNorm2d",
+    "ContextNorm2d",
     "TaskNorm2d",
     "instance_moments",
     "make_norm",
@@ -129,7 +130,23 @@ def _check_set_input(name: str, x: torch.Tensor, context_mask: torch.Tensor | No
         )
 
 
-class BatchStatNorm2d(nn.Module):
+class ContextNorm2d(nn.Module):
+    """Base of the context-normalized layers: a per-channel affine map after normalization.
+
+    Subclasses implement ``forward(x [G, N, C, H, W], context_mask [G, N] | None)``; backbones
+    recognize them by ``context_norm = True`` and pass them the set dimension and the mask.
+    """
+
+    context_norm = True
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+
+class BatchStatNorm2d(ContextNorm2d):
     """Batch normalization with statistics of one task's context set, no running averages.
 
     With the learners' default use (the task's own inputs as context: support while adapting,
@@ -145,21 +162,13 @@ class BatchStatNorm2d(nn.Module):
         ``forward(x [G, N, C, H, W], context_mask [G, N] | None) -> [G, N, C, H, W]``.
     """
 
-    context_norm = True
-
-    def __init__(self, channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
     def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_set_input("x", x, context_mask)
         mean, var, _ = masked_moments(x, context_mask)
         return _normalize(x, mean, var, self.weight, self.bias, self.eps)
 
 
-class TaskNorm2d(nn.Module):
+class TaskNorm2d(ContextNorm2d):
     """TaskNorm-I (Bronskill et al., ICML 2020): context moments blended with instance moments.
 
     For each task, ``mu_c, var_c`` are the moments of its context (support) examples and
@@ -172,7 +181,10 @@ class TaskNorm2d(nn.Module):
 
     so a large support set leans on its statistics and a tiny one on each example's own. Queries
     never enter a statistic of another example: a query's output depends on its task's context
-    and on itself only.
+    and on itself only. ``a`` and ``b`` start at 0 (``alpha = 0.5``), as in the authors' code;
+    variances are the biased (population) ones of ``nn.BatchNorm2d``'s normalization, where the
+    authors' code uses ``torch.var``'s unbiased estimate (a factor ``n / (n - 1)`` with
+    ``n = N * H * W`` or ``H * W``: up to 12.5% for instance moments on Conv4's last 3x3 map).
 
     Args:
         channels: C.
@@ -182,13 +194,8 @@ class TaskNorm2d(nn.Module):
         ``forward(x [G, N, C, H, W], context_mask [G, N] | None) -> [G, N, C, H, W]``.
     """
 
-    context_norm = True
-
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        super().__init__(channels, eps)
         # The paper's initialisation (a = 0, b = 0: alpha = 0.5 for every context size); the
         # meta-objective then learns how much a context of a given size is trusted.
         self.alpha_scale = nn.Parameter(torch.zeros(()))
