@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-slow test-all lint bench clean mutation
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH"; exit 1; }
@@ -20,11 +20,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/bayesmeta demo
 
+# -rs prints the reason of every skip; in CI (CI set) a skip is a failure (tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -rs -m "not slow"
+
+# The `slow` tests alone (CI runs them after `make test`; see docs/testing.md).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -rs -m slow
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 lint: $(STAMP)
 	$(BIN)/ruff check bayesmeta tests benchmarks examples
