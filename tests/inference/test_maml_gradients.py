@@ -155,3 +155,67 @@ def test_second_order_classification_conv4_matches_task_loop(norm: str) -> None:
             acc += gg
     ref = {"model." + n: g for n, g in zip(names, total)}
     assert _rel_err(ours, ref) < RTOL
+
+
+def test_learned_noise_does_not_move_theta() -> None:
+    """The noise is fitted on detached residuals: with noise="learned" (at a std far from 1, so the
+    Gaussian NLL's gradient r / sigma^2 differs from the squared error's), the backbone's
+    meta-gradient is still the squared-error one of the independent task loop, and the noise's own
+    gradient is the closed form d/d(log s) mean(0.5 log(2 pi s^2) + r^2 / (2 s^2)) = mean(1 - r^2/s^2)."""
+    torch.manual_seed(1)
+    model = MLP(1, 1, hidden=(20, 20)).double()
+    learner = MAML(model, inner_lr=0.05, inner_steps=2, task_kind="regression").double()
+    assert learner.log_noise is not None
+    with torch.no_grad():
+        learner.log_noise.fill_(-1.2)  # noise std 0.30
+    batch = _regression_batch(t=4, seed=3)
+    out = learner.meta_loss(batch)
+    names = ["model." + n for n in learner.adapted_names]
+    params = dict(learner.named_parameters())
+    grads = torch.autograd.grad(out.loss, [params[n] for n in names] + [learner.log_noise])
+    ours = dict(zip(names, grads[:-1]))
+    ref = _autograd_loop_grads(model, batch, 0.05, 2, first_order=False)
+    assert _rel_err(ours, ref) < RTOL
+    with torch.no_grad():
+        post = learner.adapt(batch.support)
+        r2 = (learner.predict(post, batch.query_x).mean - batch.query_y) ** 2
+    expected = (1 - r2 / torch.exp(torch.tensor(-2.4, dtype=torch.float64))).mean()
+    torch.testing.assert_close(grads[-1], expected, rtol=1e-10, atol=0)  # float64 rounding
+
+
+def test_test_inner_steps_sets_the_steps_of_adapt_only() -> None:
+    """``adapt`` takes ``test_inner_steps`` plain gradient steps (checked against a hand-written
+    loop); ``meta_loss`` keeps ``inner_steps``; ``adapt(steps=k)`` overrides both."""
+    torch.manual_seed(4)
+    model = MLP(1, 1, hidden=(10,)).double()
+    batch = _regression_batch(t=2, seed=5)
+    learner = MAML(model, inner_lr=0.05, inner_steps=1, test_inner_steps=4, task_kind="regression", noise=1.0)
+    names = [n for n, _ in model.named_parameters()]
+
+    def by_hand(t: int, steps: int) -> dict[str, torch.Tensor]:
+        phi = [p.detach().clone().requires_grad_() for p in model.parameters()]
+        for _ in range(steps):
+            pred = torch.func.functional_call(model, dict(zip(names, phi)), (batch.support_x[t],))
+            g = torch.autograd.grad(((pred - batch.support_y[t]) ** 2).mean(), phi)
+            phi = [(p - 0.05 * gi).detach().requires_grad_() for p, gi in zip(phi, g)]
+        return dict(zip(names, phi))
+
+    with torch.no_grad():
+        post4 = learner.adapt(batch.support)
+        post2 = learner.adapt(batch.support, steps=2)
+    for t in range(2):
+        for steps, post in ((4, post4), (2, post2)):
+            ref = by_hand(t, steps)
+            for n in names:
+                torch.testing.assert_close(post.params[n][t], ref[n], rtol=1e-12, atol=1e-14)
+    # meta_loss still adapts with inner_steps = 1: its loss is the query MSE after one step
+    one = MAML(model, inner_lr=0.05, inner_steps=1, task_kind="regression", noise=1.0)
+    with torch.no_grad():
+        mse1 = ((one.predict(one.adapt(batch.support), batch.query_x).mean - batch.query_y) ** 2).mean()
+        assert float(learner.meta_loss(batch).loss) == pytest.approx(float(mse1), rel=1e-12)
+        mse4 = ((learner.predict(post4, batch.query_x).mean - batch.query_y) ** 2).mean()
+    assert abs(float(mse4) - float(mse1)) > 1e-6  # the two step counts are distinguishable
+    from bayesmeta.exceptions import InvalidValueError
+
+    with pytest.raises(InvalidValueError, match="test_inner_steps"):
+        MAML(model, test_inner_steps=-1, task_kind="regression")
