@@ -190,6 +190,8 @@ def test_local_reparameterization_matches_moments() -> None:
     for samples in (local, sampled):
         # 4 standard errors of a 20000-sample mean
         torch.testing.assert_close(samples.mean(0), mean, rtol=0, atol=4 * float(var.max().sqrt()) / 141)
+        # sample variance of L = 20000 Gaussian draws: relative standard error sqrt(2 / (L - 1)) = 1.0%,
+        # so rtol = 0.05 is 5 standard errors (the logits are Gaussian under both samplers)
         torch.testing.assert_close(samples.var(0), var, rtol=0.05, atol=0)
 
 
@@ -241,7 +243,14 @@ def test_masked_garbage_support_points_do_not_matter(kind: str) -> None:
         torch.testing.assert_close(a.sample_log_probs, b.sample_log_probs, rtol=0, atol=1e-10)
     else:
         torch.testing.assert_close(a.sample_mean, b.sample_mean, rtol=0, atol=1e-10)
-    torch.testing.assert_close(versa.meta_loss(batch).loss, versa.meta_loss(padded).loss, rtol=0, atol=0.5)
+    # meta_loss samples from the global RNG: the same seed draws the same noise (it is drawn per
+    # task and query, not per support point), so the losses agree to float64 rounding
+    torch.manual_seed(5)
+    loss = versa.meta_loss(batch).loss
+    torch.manual_seed(5)
+    torch.testing.assert_close(versa.meta_loss(padded).loss, loss, rtol=0, atol=1e-12)
+    torch.manual_seed(6)  # ...and a different seed gives a different loss: the check can fail
+    assert abs(float(versa.meta_loss(batch).loss - loss)) > 1e-6
 
 
 def test_masked_query_points_are_left_out_of_the_loss() -> None:
@@ -272,10 +281,11 @@ def test_gradients_reach_every_parameter(kind: str) -> None:
         versa, batch = VERSA(Features(1, 8), task_kind="regression", hidden=16), _reg_batch().to(dtype=torch.float32)
     out = versa.meta_loss(batch)
     out.loss.backward()
+    # every parameter learns: the class-bias network has no shared output bias (a logit shift
+    # common to all classes is unidentifiable under the softmax, so its gradient would be zero)
     missing = [n for n, p in versa.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
     assert missing == []
-    assert torch.isfinite(out.loss) and "nll" in out.metrics
-    assert ("accuracy" if kind == "classification" else "mse") in out.metrics
+    assert out.metrics["nll"] == float(out.loss.detach())  # the objective is the predictive NLL
 
 
 def test_adapt_is_pure_and_seeded_predictions_are_deterministic() -> None:
