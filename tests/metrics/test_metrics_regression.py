@@ -67,7 +67,11 @@ def test_crps_mixture_exact_matches_quadrature_and_sampling() -> None:
         )
         assert float(exact[t]) == pytest.approx(ref, abs=1e-7)
     sampled = crps(pred, y, method="sample", n_samples=20000, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(sampled, exact, atol=0.02, rtol=0)
+    # Monte Carlo error: per query the estimate averages |X - y| - |X - X'| / 2 over n = 20000
+    # draws; |.| is 1-Lipschitz, so its sd is at most sd(X) (1 + sqrt(2) / 2) = 1.71 sd(X), with
+    # sd(X) the mixture's predictive sd. Tolerance: 4 such standard errors of the largest query.
+    se = 1.71 * float(pred.variance.sqrt().max()) / 20000**0.5
+    torch.testing.assert_close(sampled, exact, atol=4 * se, rtol=0)
     # a one-member mixture uses the closed form
     one = GaussianPredictive(pred.sample_mean[:1], pred.sample_variance[:1])
     torch.testing.assert_close(

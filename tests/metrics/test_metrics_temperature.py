@@ -23,7 +23,15 @@ def test_recovers_the_true_temperature_and_improves_calibration() -> None:
     val, y_val = _overconfident(40, 100, 5, tau=3.0, seed=0)
     test, y_test = _overconfident(40, 100, 5, tau=3.0, seed=1)
     ts = TemperatureScaling.fit(val, y_val)
-    assert ts.temperature == pytest.approx(3.0, rel=0.08)
+    # Standard error of the maximum-likelihood temperature, from the Fisher information: with
+    # logits u and inverse temperature b, d2/db2 of -log softmax(b u)_y is Var_{c ~ p}(u_c), so
+    # I(b) = sum over points of that variance at the true b = 1/3, and se(T) = T^2 se(b).
+    u = val.sample_log_probs[0]  # the model's logits up to a per-point shift (softmax-invariant)
+    p = torch.softmax(u / 3.0, -1)
+    info = float((p * u**2).sum(-1).sub((p * u).sum(-1) ** 2).sum())
+    se_t = 9.0 / info**0.5
+    assert abs(ts.temperature - 3.0) < 4 * se_t  # 4 standard errors
+    assert se_t < 0.1  # ...which is tight enough to tell T = 3 from T = 2.5
     scaled = ts(test)
     assert isinstance(scaled, CategoricalPredictive)
     assert torch.equal(scaled.predicted, test.predicted)
