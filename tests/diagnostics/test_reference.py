@@ -79,10 +79,26 @@ def test_nuts_leaves_the_global_rng_alone() -> None:
     assert torch.equal(post.weights, again.weights)
 
 
-def test_exact_reference_is_the_family_predictive(batch: TaskBatch) -> None:
+def test_exact_reference_matches_normal_equations_solved_by_hand(batch: TaskBatch) -> None:
+    """Bayesian linear regression on phi(x) = [x / feature_scale, 1], solved with numpy from the
+    present support rows only: precision A = Phi^T Phi / s^2 + I / p^2, mean A^-1 Phi^T y / s^2,
+    predictive N(phi_q^T mean, phi_q^T A^-1 phi_q + s^2)."""
+    import numpy as np
+
     a = exact_reference(FAMILY, batch, batch.query_x)
-    b = FAMILY.exact_predictive(batch.support, batch.query_x)
-    assert torch.equal(a.mean, b.mean) and torch.equal(a.variance, b.variance)
+    latent = exact_reference(FAMILY, batch, batch.query_x, observation_noise=False)
+    s2, p2 = FAMILY.noise_std**2, FAMILY.prior_std**2
+    phi = lambda x: np.concatenate([x / FAMILY.feature_scale, np.ones((x.shape[0], 1))], 1)  # noqa: E731
+    for t in range(batch.n_tasks):
+        keep = batch.support_mask[t].numpy()
+        ps, y = phi(batch.support_x[t].numpy()[keep]), batch.support_y[t].numpy()[keep]
+        prec = ps.T @ ps / s2 + np.eye(2) / p2
+        mean = np.linalg.solve(prec, ps.T @ y / s2)
+        pq = phi(batch.query_x[t].numpy())
+        var = np.einsum("qi,ij,qj->q", pq, np.linalg.inv(prec), pq)
+        np.testing.assert_allclose(a.mean[t].numpy(), pq @ mean, rtol=1e-10, atol=1e-12)  # float64 solves
+        np.testing.assert_allclose(a.variance[t, :, 0].numpy(), var + s2, rtol=1e-10)
+        np.testing.assert_allclose(latent.variance[t, :, 0].numpy(), var, rtol=1e-10)
 
 
 def test_scores_are_the_closed_forms() -> None:
