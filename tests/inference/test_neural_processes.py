@@ -133,41 +133,61 @@ def test_masked_query_points_are_left_out_of_the_loss() -> None:
 
 
 # ------------------------------------------------------------------------------ objective
+def _present(batch: TaskBatch, t: int) -> tuple[SupportSet, SupportSet]:
+    """Task t's context and joint (context + target) sets as one-task sets without masks."""
+    keep = torch.ones(batch.support_x.shape[1], dtype=torch.bool) if batch.support_mask is None else batch.support_mask[t]
+    qkeep = torch.ones(batch.query_x.shape[1], dtype=torch.bool) if batch.query_mask is None else batch.query_mask[t]
+    cx, cy = batch.support_x[t][keep], batch.support_y[t][keep]
+    tx, ty = batch.query_x[t][qkeep], batch.query_y[t][qkeep]
+    return SupportSet(cx[None], cy[None]), SupportSet(torch.cat([cx, tx])[None], torch.cat([cy, ty])[None])
+
+
 @pytest.mark.parametrize("name", ["np", "anp"])
 def test_elbo_matches_an_independent_computation(name: str) -> None:
-    """loss = mean_t [ -(1/N_t) sum_i log N(y_i; mu, sigma) + KL(q(z|C u T) || q(z|C)) / N_t ]."""
+    """loss = mean_t [ -(1/N_t) sum_i log N(y_i; mu, sigma) + KL(q(z|C u T) || q(z|C)) / N_t ],
+    rebuilt task by task from the public API on the present points only (no masks): q(z|C) and
+    q(z|C u T) are ``adapt`` of the context and of the joint set, the decoder is reached through
+    ``predict`` with z pinned to the sample (z_std = 0), and the log density and KL come from
+    torch.distributions. The noise is the meta_loss's: the global stream after manual_seed(5)."""
+    from dataclasses import replace
+
     model, batch = make(name), gp_batch()
+    assert batch.support_mask is not None and not bool(batch.support_mask.all())  # ragged contexts
     torch.manual_seed(5)
     loss = model.meta_loss(batch).loss
+    eps = torch.randn(batch.n_tasks, model.z_dim, generator=torch.Generator().manual_seed(5), dtype=F64)
 
-    torch.manual_seed(5)
-    joint = batch.joint()
-    post = model.adapt(batch.support)
-    q_mean, q_std = model.latent_encoder(torch.cat([joint.x, joint.y], -1), joint.mask)
-    z = q_mean + q_std * torch.randn_like(q_mean)
-    mean, var = model._decode(post, joint.x, z.unsqueeze(0))
-    normal = torch.distributions.Normal(mean[0], var[0].sqrt())
-    ll = normal.log_prob(joint.y).sum(-1)  # [T, N]
-    w = joint.mask.to(F64)
-    kl = torch.distributions.kl_divergence(
-        torch.distributions.Normal(q_mean, q_std), torch.distributions.Normal(post.z_mean, post.z_std)
-    ).sum(-1)
-    n = w.sum(1)
-    expected = (-(ll * w).sum(1) / n + kl / n).mean()
-    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    Normal, kl_div = torch.distributions.Normal, torch.distributions.kl_divergence
+    per_task = []
+    for t in range(batch.n_tasks):
+        context, joint = _present(batch, t)
+        prior, post = model.adapt(context), model.adapt(joint)
+        z = post.z_mean + post.z_std * eps[t]
+        pinned = replace(prior, z_mean=z, z_std=torch.zeros_like(z))
+        pred = model.predict(pinned, joint.x, n_samples=1)
+        log_lik = Normal(pred.sample_mean[0], pred.sample_variance[0].sqrt()).log_prob(joint.y).sum(-1)  # [1, N_t]
+        kl = kl_div(Normal(post.z_mean, post.z_std), Normal(prior.z_mean, prior.z_std)).sum()
+        n_t = joint.x.shape[1]
+        per_task.append(-log_lik.sum() / n_t + kl / n_t)
+    # float64; the batched and per-task routes differ only in summation order
+    torch.testing.assert_close(loss, torch.stack(per_task).mean(), rtol=1e-10, atol=0)
 
 
 def test_cnp_loss_is_mean_target_nll_over_context_and_query() -> None:
-    model, batch = make("cnp"), gp_batch(n_context=(5, 5))
-    loss = model.meta_loss(batch).loss
-    x = torch.cat([batch.support_x, batch.query_x], 1)
-    y = torch.cat([batch.support_y, batch.query_y], 1)
-    pred = model.predict(model.adapt(batch.support), x)
-    torch.testing.assert_close(loss, -pred.log_prob(y).mean(), rtol=1e-12, atol=0)
+    """The CNP loss, task by task on the present points, with torch.distributions.Normal."""
+    model, batch = make("cnp"), gp_batch()
     only_query = CNP(hidden=16, r_dim=16, context_in_target=False).to(F64)
     only_query.load_state_dict(model.state_dict())
-    pred_q = only_query.predict(only_query.adapt(batch.support), batch.query_x)
-    torch.testing.assert_close(only_query.meta_loss(batch).loss, -pred_q.log_prob(batch.query_y).mean(), rtol=1e-12, atol=0)
+    Normal = torch.distributions.Normal
+    both, query = [], []
+    for t in range(batch.n_tasks):
+        context, joint = _present(batch, t)
+        pred = model.predict(model.adapt(context), joint.x)
+        both.append(-Normal(pred.sample_mean[0], pred.sample_variance[0].sqrt()).log_prob(joint.y).sum(-1).mean())
+        pq = only_query.predict(only_query.adapt(context), batch.query_x[t : t + 1])
+        query.append(-Normal(pq.sample_mean[0], pq.sample_variance[0].sqrt()).log_prob(batch.query_y[t : t + 1]).sum(-1).mean())
+    torch.testing.assert_close(model.meta_loss(batch).loss, torch.stack(both).mean(), rtol=1e-10, atol=0)
+    torch.testing.assert_close(only_query.meta_loss(batch).loss, torch.stack(query).mean(), rtol=1e-10, atol=0)
 
 
 # ------------------------------------------------------------------------ learner contract
