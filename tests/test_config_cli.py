@@ -63,8 +63,11 @@ def test_cli_train_evaluate_resume_end_to_end(tmp_path: Path, capsys: pytest.Cap
     assert main(["train", str(path), "--run-dir", str(run), "--no-progress"]) == 0
     assert main(["evaluate", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "mse" in out and "nll" in out
     summary = json.loads((run / "eval" / "summary.json").read_text())
+    row = next(ln for ln in out.splitlines() if ln.startswith("maml "))
+    for name in ("mse", "nll", "crps"):  # the printed table shows summary.json's numbers
+        ci = summary["metrics"][name]
+        assert f"{ci['mean']:.3f} ± {(ci['high'] - ci['low']) / 2:.3f}" in row, name
     assert summary["n_tasks"] == 6 and summary["task_kind"] == "regression"
     assert len((run / "eval" / "per_task.jsonl").read_text().splitlines()) == 6
     # training further resumes from step 6

@@ -81,7 +81,7 @@ def test_plot_ppc_draws_on_given_axes() -> None:
     ax = Figure().subplots()
     out = plot_ppc(idata, ax=ax, num_pp_samples=10, random_seed=0)
     assert len(ax.lines) > 0  # observed density and posterior-predictive draws
-    assert out is not None
+    assert ax in np.ravel(out)  # returns the axes it drew on
     cat_pred, cat_y, _ = _categorical()
     ax2 = Figure().subplots()
     plot_ppc(to_inference_data(cat_pred, cat_y), ax=ax2, num_pp_samples=5, random_seed=0)

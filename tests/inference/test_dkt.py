@@ -144,7 +144,14 @@ def test_meta_loss_is_negative_mean_closed_form_mll_per_point(kernel: str) -> No
         n = joint.x.shape[1]
         mlls = [_hand_gp(dkt, joint.x[t], joint.y[t], joint.x[t][:1])[2] / n for t in range(batch.n_tasks)]
     torch.testing.assert_close(out.loss, -torch.stack(mlls).mean(), rtol=TOL, atol=TOL)
-    assert out.metrics["jitter"] == 0.0 and "mse" in out.metrics
+    assert out.metrics["jitter"] == 0.0
+    # the mse diagnostic is the query error of the support-conditioned GP mean, by hand
+    with torch.no_grad():
+        hand = torch.stack([
+            ((_hand_gp(dkt, batch.support_x[t], batch.support_y[t], batch.query_x[t])[0] - batch.query_y[t]) ** 2).mean()
+            for t in range(batch.n_tasks)
+        ]).mean()
+    assert out.metrics["mse"] == pytest.approx(float(hand), rel=1e-9)
 
 
 def test_matches_gpytorch_exact_gp_for_one_task() -> None:
@@ -376,7 +383,10 @@ def test_classification_probabilities(class_probs: str) -> None:
     batch = _cls_batch()
     out = dkt.meta_loss(batch)
     out.loss.backward()
-    assert 0.0 <= out.metrics["accuracy"] <= 1.0
+    # a proportion of hits over the T * Q query points (finite: a NaN would pass a 0..1 check)
+    n_q = batch.query_y.numel()
+    assert out.metrics["accuracy"] * n_q == pytest.approx(round(out.metrics["accuracy"] * n_q), abs=1e-9)
+    assert out.metrics["mll"] == pytest.approx(-float(out.loss), rel=1e-12)
     with torch.no_grad():
         post = dkt.adapt(batch.support)
         pred = dkt.predict(post, batch.query_x)

@@ -173,7 +173,9 @@ def test_shapes_regression_and_classification() -> None:
                     torch.randn(2, 3, 4, generator=g), torch.arange(3).repeat(2, 1), n_way=3)
     c = PLATIPUS(MLP(4, 3, hidden=(8,)), n_samples=2, task_kind="classification")
     out = c.meta_loss(cls)
-    assert torch.isfinite(out.loss) and "accuracy" in out.metrics and "kl" in out.metrics
+    # loss = query cross-entropy + kl_weight * KL, and accuracy is a proportion of T * Q = 6 hits
+    assert float(out.loss) == pytest.approx(out.metrics["query_loss"] + c.kl_weight * out.metrics["kl"], rel=1e-6)
+    assert out.metrics["kl"] >= 0 and out.metrics["accuracy"] * 6 == pytest.approx(round(out.metrics["accuracy"] * 6), abs=1e-6)
     p = c.predict(c.adapt(cls.support), cls.query_x)
     assert isinstance(p, CategoricalPredictive) and p.sample_probs.shape == (2, 2, 3, 3)
 
