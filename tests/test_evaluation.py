@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bayesmeta.cli import main
-from bayesmeta.evaluation import EvaluationResult, evaluate, format_table, load_predictions
+from bayesmeta.evaluation import evaluate, format_table, load_predictions
 from bayesmeta.exceptions import CheckpointError, InvalidValueError
 from bayesmeta.inference import ProtoNet
 from bayesmeta.inference.latent_np import NP
