@@ -112,3 +112,47 @@ def test_feature_based_methods_get_headless_backbones_so_every_parameter_learns(
         missing = [n for n, p in learner.named_parameters() if p.grad is None]
         assert not missing, (method["name"], missing)
         assert torch.isfinite(torch.stack([p.grad.abs().sum() for p in learner.parameters()])).all()
+
+
+def test_load_learner_and_cli_evaluate_choose_the_checkpoint_and_episodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``load_learner(checkpoint=...)`` and ``evaluate --checkpoint`` load the checkpoint asked
+    for (best.pt is rewritten here with weights scaled by 0.5, so the two surely differ);
+    ``--episodes`` overrides the number of evaluation tasks."""
+    import torch
+
+    from bayesmeta.runs import load_learner
+    from bayesmeta.training import load_checkpoint, save_checkpoint
+
+    cfg = {
+        "method": {"name": "maml", "inner_lr": 0.01},
+        "model": {"name": "mlp", "hidden": [8]},
+        "tasks": {"name": "sinusoid", "k_shot": 5, "n_query": 5},
+        "training": {"steps": 4, "meta_batch_size": 2, "val_episodes": 2, "val_every": 2, "checkpoint_every": 2,
+                     "log_every": 1},
+        "evaluation": {"n_episodes": 4, "tasks_per_batch": 2},
+    }
+    path, run = _write(tmp_path, cfg), tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run), "--no-progress"]) == 0
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    best = {**last, "learner": {k: 0.5 * v if v.is_floating_point() else v for k, v in last["learner"].items()}}
+    best.pop("format")
+    save_checkpoint(run / "checkpoints" / "best.pt", best)
+    for name, ck in (("best", best), ("last", last)):
+        learner, _ = load_learner(run, checkpoint=name)
+        for k, v in learner.state_dict().items():
+            assert torch.equal(v, ck["learner"][k]), (name, k)
+    # --episodes and --checkpoint through the CLI
+    scores = {}
+    for name in ("last", "best"):
+        assert main(["evaluate", str(run), "--checkpoint", name, "--episodes", "3", "--no-progress"]) == 0
+        summary = json.loads((run / "eval" / "summary.json").read_text())
+        assert summary["n_tasks"] == 3 and len((run / "eval" / "per_task.jsonl").read_text().splitlines()) == 3
+        scores[name] = summary["metrics"]["mse"]["mean"]
+    assert scores["best"] != scores["last"]
+    # a run without best.pt falls back to last for "best", but "last" missing is an error
+    (run / "checkpoints" / "best.pt").unlink()
+    learner, _ = load_learner(run, checkpoint="best")
+    assert all(torch.equal(v, last["learner"][k]) for k, v in learner.state_dict().items())
+    (run / "checkpoints" / "last.pt").unlink()
+    assert main(["evaluate", str(run), "--checkpoint", "last", "--no-progress"]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,17 +1,28 @@
-"""The default job (`make demo`) end to end, shrunk to seconds with smoke=True."""
+"""The default job (`make demo`, i.e. `bayesmeta demo`) end to end through the CLI, shrunk to
+seconds with --smoke."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from bayesmeta.demo import run_demo
+import pytest
+
+from bayesmeta.cli import main
 
 
-def test_demo_smoke_trains_evaluates_and_prints_a_table(tmp_path: Path) -> None:
-    table = run_demo(tmp_path, smoke=True, progress=False)
-    lines = table.splitlines()
-    assert lines[0].split()[:4] == ["method", "tasks", "accuracy", "(%)"]
-    assert lines[2].startswith("maml") and lines[3].startswith("protonet")
-    for run in ("maml_sinusoid_smoke", "protonet_omniglot_5w1s_smoke"):
-        assert (tmp_path / run / "eval" / "summary.json").is_file()
+def test_cli_demo_smoke_trains_evaluates_and_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("method"))
+    table = lines[start:]
+    assert table[0].split()[:4] == ["method", "tasks", "accuracy", "(%)"]
+    assert table[2].startswith("maml") and table[3].startswith("protonet")
+    for run, row in (("maml_sinusoid_smoke", table[2]), ("protonet_omniglot_5w1s_smoke", table[3])):
+        summary = json.loads((tmp_path / run / "eval" / "summary.json").read_text())
+        assert row.split()[1] == str(summary["n_tasks"])  # the printed row is this run's evaluation
+        nll = summary["metrics"]["nll"]
+        assert f"{nll['mean']:.3f} ± {(nll['high'] - nll['low']) / 2:.3f}" in row
         assert (tmp_path / run / "checkpoints" / "last.pt").is_file()
+    acc = json.loads((tmp_path / "protonet_omniglot_5w1s_smoke" / "eval" / "summary.json").read_text())["metrics"]["accuracy"]
+    assert f"{100 * acc['mean']:.2f}" in table[3]

@@ -63,3 +63,25 @@ def test_fixed_episodes_errors() -> None:
         fixed_episodes(Sinusoid(), n_episodes=1, seed=0, tasks_per_batch=0)
     with pytest.raises(InvalidValueError, match="source"):
         fixed_episodes(object(), n_episodes=1, seed=0)  # type: ignore[arg-type]
+
+
+def test_concat_tasks_stacks_fields_and_fills_missing_masks() -> None:
+    from bayesmeta.exceptions import ShapeError
+    from bayesmeta.tasks import Sinusoid, TaskBatch, concat_tasks
+
+    g = torch.Generator().manual_seed(0)
+    a = Sinusoid(k_shot=4, n_query=3).sample(2, g)
+    b0 = Sinusoid(k_shot=4, n_query=3).sample(1, g)
+    smask = torch.tensor([[True, True, False, False]])
+    b = TaskBatch(b0.support_x, b0.support_y, b0.query_x, b0.query_y, support_mask=smask)
+    c = concat_tasks([a, b])
+    assert c.n_tasks == 3
+    for f in ("support_x", "support_y", "query_x", "query_y"):
+        assert torch.equal(getattr(c, f), torch.cat([getattr(a, f), getattr(b, f)])), f
+    # a batch without a mask counts as all-present; no query mask anywhere stays None
+    assert torch.equal(c.support_mask, torch.tensor([[True] * 4, [True] * 4, [True, True, False, False]]))
+    assert c.query_mask is None
+    assert concat_tasks([a]) is a
+    other = Sinusoid(k_shot=5, n_query=3).sample(1, g)
+    with pytest.raises(ShapeError, match="batches: cannot stack"):
+        concat_tasks([a, other])
