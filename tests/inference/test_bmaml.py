@@ -189,7 +189,7 @@ def test_shapes_regression_and_classification() -> None:
         # loss is the reported mixture NLL of the query set
         assert out.metrics["accuracy"] * 6 == pytest.approx(round(out.metrics["accuracy"] * 6), abs=1e-6)
         if objective == "nll":
-            assert out.metrics["nll"] == pytest.approx(float(out.loss), rel=1e-6)
+            assert out.metrics["nll"] == pytest.approx(float(out.loss.detach()), rel=1e-6)
         p = c.predict(c.adapt(cls.support), cls.query_x)
         assert isinstance(p, CategoricalPredictive) and p.sample_probs.shape == (3, 2, 3, 3)
 
