@@ -43,3 +43,47 @@ def test_the_new_text_is_synced_before_the_rename(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
     io.atomic_write_text("x", tmp_path / "f.txt")
     assert calls == ["fsync", "replace"]
+
+
+@pytest.mark.parametrize("writer", ["text", "torch"])
+def test_temp_file_is_a_hidden_sibling_of_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str) -> None:
+    """The temp file lives in the target's folder (a rename is atomic only within one file
+    system) and is a dot-file named after the target ending in .tmp, so a glob for *.pt or
+    config.yaml never picks up a half-written file. Missing parent folders are created."""
+    import torch
+
+    seen: list[Path] = []
+    real_replace = os.replace
+
+    def spy(src: str, dst: str) -> None:
+        seen.append(Path(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    if writer == "text":
+        io.atomic_write_text("x", path)
+    else:
+        io.atomic_torch_save({"w": torch.ones(2)}, path)
+    assert len(seen) == 1 and seen[0].parent == path.parent
+    assert seen[0].name.startswith(".last.pt.") and seen[0].name.endswith(".tmp")
+    assert path.is_file()
+
+
+def test_safe_torch_load_errors_name_the_file_and_the_cause(tmp_path: Path) -> None:
+    import torch
+
+    from bayesmeta.exceptions import CheckpointError
+
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match=f"got '{missing}' \\(not found\\)"):
+        io.safe_torch_load(missing)
+    bad = tmp_path / "bad.pt"
+    io.atomic_torch_save({"w": torch.ones(3)}, bad)
+    bad.write_bytes(bad.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match=r"bad.pt: cannot be read, it is truncated or corrupt \((RuntimeError|EOFError|ValueError|OSError|UnpicklingError): .+\)"):
+        io.safe_torch_load(bad)
+    evil = tmp_path / "evil.pt"
+    torch.save({"f": io.Path("x")}, evil)  # a pathlib object: not a plain container
+    with pytest.raises(CheckpointError, match=r"refused to load: .*\(weights_only=True\): Weights only load failed"):
+        io.safe_torch_load(evil)

@@ -47,6 +47,19 @@ def _check_set(
             f"{prefix}_x: expected at least one task and one {prefix} point, got {describe(x)}"
             + (" (an empty context set)" if prefix == "support" and n_ == 0 else "")
         )
+    # the mask first: the label check below indexes y with it
+    if mask is not None:
+        if mask.dtype != torch.bool or mask.shape != (t_, n_):
+            raise ShapeError(
+                f"{prefix}_mask: expected a bool tensor of shape [T, N] = [{t_}, {n_}], "
+                f"got {describe(mask)}"
+            )
+        empty = (~mask.any(dim=1)).nonzero().flatten()
+        if empty.numel():
+            raise InvalidValueError(
+                f"{prefix}_mask: every task needs at least one present point, but the mask hides "
+                f"all points of task(s) {empty.tolist()[:10]}"
+            )
     if n_way is not None:
         if y.shape != (t_, n_):
             raise ShapeError(
@@ -72,18 +85,6 @@ def _check_set(
         if not y.is_floating_point():
             raise InvalidValueError(f"{prefix}_y: expected a floating-point tensor, got {describe(y)}")
         check_finite(f"{prefix}_y", y)
-    if mask is not None:
-        if mask.dtype != torch.bool or mask.shape != (t_, n_):
-            raise ShapeError(
-                f"{prefix}_mask: expected a bool tensor of shape [T, N] = [{t_}, {n_}], "
-                f"got {describe(mask)}"
-            )
-        empty = (~mask.any(dim=1)).nonzero().flatten()
-        if empty.numel():
-            raise InvalidValueError(
-                f"{prefix}_mask: every task needs at least one present point, but the mask hides "
-                f"all points of task(s) {empty.tolist()[:10]}"
-            )
 
 
 @dataclass(frozen=True)

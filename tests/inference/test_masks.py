@@ -162,15 +162,18 @@ def test_transductive_batch_norm_ignores_hidden_support_points(monkeypatch: pyte
     _close(_predict(learner, pad_support(batch, seed=10), batch.query_x), _predict(learner, batch, batch.query_x), "batch norm")
 
 
+@pytest.mark.parametrize("kind", ["maml-regression", "protonet"])
 @pytest.mark.parametrize("field", ["support_mask", "query_mask"])
 @pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.float32])
-def test_task_batch_rejects_a_non_boolean_mask(field: str, dtype: torch.dtype) -> None:
-    _, batch_fn = LEARNERS["maml-regression"]
+def test_task_batch_rejects_a_non_boolean_mask(field: str, dtype: torch.dtype, kind: str) -> None:
+    """A ShapeError naming the field, for regression and classification sets alike (a float mask
+    once reached the label check first and raised torch's IndexError there)."""
+    _, batch_fn = LEARNERS[kind]
     b = batch_fn(0)
     n = b.support_x.shape[1] if field == "support_mask" else b.query_x.shape[1]
     mask = torch.ones(b.support_x.shape[0], n, dtype=dtype)
     kw = {"support_mask": None, "query_mask": None, field: mask}
     with pytest.raises(ShapeError, match=rf"{field}: expected a bool tensor of shape \[T, N\]"):
-        TaskBatch(b.support_x, b.support_y, b.query_x, b.query_y, **kw)
+        TaskBatch(b.support_x, b.support_y, b.query_x, b.query_y, n_way=b.n_way, **kw)
     kw[field] = mask.bool()  # the same mask as bool is accepted
-    TaskBatch(b.support_x, b.support_y, b.query_x, b.query_y, **kw)
+    TaskBatch(b.support_x, b.support_y, b.query_x, b.query_y, n_way=b.n_way, **kw)
