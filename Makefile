@@ -31,6 +31,16 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -rs
 
+# Mutation testing of the core modules with mutmut (config: [tool.mutmut] in pyproject.toml;
+# docs/testing.md has the last score and the triage of survivors). Not in CI: the whole set
+# takes about an hour on 2 cores, so run it in pieces by mutant name, e.g.
+#   make mutation MUTANTS='bayesmeta.io.* bayesmeta.tasks.batch.*'
+# Results accumulate in mutants/ (git-ignored); `mutmut show NAME` prints one mutant's diff.
+MUTANTS ?=
+mutation: $(STAMP)
+	$(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results
+
 lint: $(STAMP)
 	$(BIN)/ruff check bayesmeta tests benchmarks examples
 
