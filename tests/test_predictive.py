@@ -162,7 +162,7 @@ def test_mixture_quantiles_match_a_scipy_root_find_in_float64() -> None:
         q = pred.icdf(p)
         for t in range(2):
             m, s = mean[:, t, 0, 0].numpy(), var[:, t, 0, 0].sqrt().numpy()
-            ref = optimize.brentq(lambda x: stats.norm.cdf(x, m, s).mean() - p, -20, 20, xtol=1e-14)
+            ref = optimize.brentq(lambda x, m=m, s=s, p=p: stats.norm.cdf(x, m, s).mean() - p, -20, 20, xtol=1e-14)
             assert float(q[t, 0, 0]) == pytest.approx(ref, abs=1e-10), (p, t)  # float64 bisection
     lo, hi = pred.interval()  # default level 0.9
     torch.testing.assert_close(lo, pred.icdf(0.05), rtol=0, atol=0)
