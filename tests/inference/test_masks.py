@@ -11,11 +11,8 @@ here too), in float64:
 
 Sampling learners get the same global seed before each call, so their noise is comparable.
 
-The contract suite's Conv4 learners are built here with ``norm="group"`` (per-example
-statistics): ``Conv4(norm="batch")`` pools its statistics over the whole set, hidden points
-included, which is a defect of that layer (DESIGN.md section 4; issue 9 makes normalization
-task-local), not of the learners' mask handling tested here. The defect itself is pinned by a
-strict xfail at the end, so the day it is fixed the xfail turns into a failure and is removed.
+The Conv4 learners use the contract suite's normalizations (task-local statistics from the
+present support points by default; ProtoNet also with every per-example ``norm``).
 Tolerances are float64 rounding: padding changes the length of reductions (more exact zeros
 summed, a different blocking of matmuls), so results agree to ~1e-12, not bitwise; a mask that is
 ignored moves them by O(1) with garbage of size 1e2.
@@ -23,16 +20,12 @@ ignored moves them by O(1) with garbage of size 1e2.
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
-import test_contract
 import torch
 from test_contract import LEARNERS
 
 from bayesmeta.exceptions import ShapeError
 from bayesmeta.inference import MetaLearner
-from bayesmeta.models import Conv4
 from bayesmeta.predictive import CategoricalPredictive, Predictive
 from bayesmeta.tasks import TaskBatch
 
@@ -74,11 +67,8 @@ def pad_query(batch: TaskBatch, seed: int, extra: int = EXTRA) -> TaskBatch:
     return TaskBatch(batch.support_x, batch.support_y, qx, qy, batch.support_mask, mask, batch.n_way)
 
 
-def _setup(name: str, monkeypatch: pytest.MonkeyPatch, norm: str = "group") -> tuple[MetaLearner, TaskBatch]:
+def _setup(name: str) -> tuple[MetaLearner, TaskBatch]:
     factory, batch_fn = LEARNERS[name]
-    # the factories look Conv4 up in test_contract's namespace when called; an explicit norm= in
-    # a factory (dkt-classification) still wins over this default
-    monkeypatch.setattr(test_contract, "Conv4", partial(Conv4, norm=norm))
     torch.manual_seed(0)
     learner = factory().double()
     return learner, batch_fn(0).to(dtype=F64)
@@ -105,12 +95,15 @@ def _close(a: Predictive, b: Predictive, what: str) -> None:
 
 NAMES = sorted(LEARNERS)
 #: Learners whose meta_loss draws from the global RNG (checked below, so the list stays true).
-SAMPLING = {"bmaml-regression", "platipus-regression", "versa-classification", "versa-regression", "np", "anp"}
+SAMPLING = {
+    "bmaml-regression", "bmaml-classification", "platipus-regression", "platipus-classification",
+    "versa-classification", "versa-regression", "np", "anp",
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_hidden_support_points_change_nothing(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    learner, batch = _setup(name, monkeypatch)
+def test_hidden_support_points_change_nothing(name: str) -> None:
+    learner, batch = _setup(name)
     a, b = pad_support(batch, seed=10), pad_support(batch, seed=11)
     assert not torch.equal(a.support_x, b.support_x)
     ref = _predict(learner, batch, batch.query_x)
@@ -122,8 +115,8 @@ def test_hidden_support_points_change_nothing(name: str, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_hidden_query_points_are_left_out_of_the_meta_loss(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    learner, batch = _setup(name, monkeypatch)
+def test_hidden_query_points_are_left_out_of_the_meta_loss(name: str) -> None:
+    learner, batch = _setup(name)
     a, b = pad_query(batch, seed=20), pad_query(batch, seed=21)
     # same shapes and mask, different garbage: identical under one seed whatever the sampler does
     torch.testing.assert_close(_loss(learner, a), _loss(learner, b), rtol=0, atol=ATOL, msg=name)
@@ -137,8 +130,8 @@ def test_hidden_query_points_are_left_out_of_the_meta_loss(name: str, monkeypatc
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_sampling_list_is_the_learners_whose_loss_depends_on_the_seed(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    learner, batch = _setup(name, monkeypatch)
+def test_sampling_list_is_the_learners_whose_loss_depends_on_the_seed(name: str) -> None:
+    learner, batch = _setup(name)
     torch.manual_seed(2)
     l1 = learner.meta_loss(batch).loss.detach()
     torch.manual_seed(3)
@@ -147,19 +140,13 @@ def test_sampling_list_is_the_learners_whose_loss_depends_on_the_seed(name: str,
 
 
 @pytest.mark.parametrize("name", sorted(set(NAMES) - SAMPLING))
-def test_hidden_query_points_loss_equals_the_trimmed_batch(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hidden_query_points_loss_equals_the_trimmed_batch(name: str) -> None:
     """Against the batch without padding, for learners whose loss uses no random numbers (the
     sampling ones draw noise per query point, so Q + extra points take a different stream; they
     are covered by the equal-shape comparison above)."""
-    learner, batch = _setup(name, monkeypatch)
+    learner, batch = _setup(name)
     loss = _loss(learner, batch)
     torch.testing.assert_close(_loss(learner, pad_query(batch, seed=20)), loss, rtol=0, atol=ATOL, msg=name)
-
-
-@pytest.mark.xfail(strict=True, reason="Conv4(norm='batch') pools statistics over hidden points (issue 9)")
-def test_transductive_batch_norm_ignores_hidden_support_points(monkeypatch: pytest.MonkeyPatch) -> None:
-    learner, batch = _setup("protonet", monkeypatch, norm="batch")
-    _close(_predict(learner, pad_support(batch, seed=10), batch.query_x), _predict(learner, batch, batch.query_x), "batch norm")
 
 
 @pytest.mark.parametrize("kind", ["maml-regression", "protonet"])

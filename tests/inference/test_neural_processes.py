@@ -148,14 +148,26 @@ def test_elbo_matches_an_independent_computation(name: str) -> None:
     rebuilt task by task from the public API on the present points only (no masks): q(z|C) and
     q(z|C u T) are ``adapt`` of the context and of the joint set, the decoder is reached through
     ``predict`` with z pinned to the sample (z_std = 0), and the log density and KL come from
-    torch.distributions. The noise is the meta_loss's: the global stream after manual_seed(5)."""
+    torch.distributions. The noise eps is the one meta_loss drew (recorded), z = mu + sd * eps."""
     from dataclasses import replace
 
     model, batch = make(name), gp_batch()
     assert batch.support_mask is not None and not bool(batch.support_mask.all())  # ragged contexts
+    drawn: list[torch.Tensor] = []
+    real_randn_like = torch.randn_like
+
+    def recording_randn_like(t: torch.Tensor, *a, **kw) -> torch.Tensor:
+        drawn.append(real_randn_like(t, *a, **kw))
+        return drawn[-1]
+
     torch.manual_seed(5)
-    loss = model.meta_loss(batch).loss
-    eps = torch.randn(batch.n_tasks, model.z_dim, generator=torch.Generator().manual_seed(5), dtype=F64)
+    torch.randn_like = recording_randn_like  # the reparameterization noise the loss used
+    try:
+        loss = model.meta_loss(batch).loss
+    finally:
+        torch.randn_like = real_randn_like
+    assert len(drawn) == 1 and drawn[0].shape == (batch.n_tasks, model.z_dim)
+    eps = drawn[0]
 
     Normal, kl_div = torch.distributions.Normal, torch.distributions.kl_divergence
     per_task = []
