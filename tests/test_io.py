@@ -87,3 +87,23 @@ def test_safe_torch_load_errors_name_the_file_and_the_cause(tmp_path: Path) -> N
     torch.save({"f": io.Path("x")}, evil)  # a pathlib object: not a plain container
     with pytest.raises(CheckpointError, match=r"refused to load: .*\(weights_only=True\): Weights only load failed"):
         io.safe_torch_load(evil)
+
+
+def test_safe_torch_load_asks_for_weights_only_and_cpu_explicitly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch >= 2.6 defaults to weights_only=True, but pyproject allows torch >= 2.4, whose default
+    is False (full unpickling): the safety must not rest on the default. map_location="cpu" lets a
+    checkpoint written on a GPU load on a CPU-only machine."""
+    import torch
+
+    path = tmp_path / "w.pt"
+    io.atomic_torch_save({"w": torch.ones(2)}, path)
+    seen: dict = {}
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        seen.update(kwargs)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert torch.equal(io.safe_torch_load(path)["w"], torch.ones(2))
+    assert seen.get("weights_only") is True and seen.get("map_location") == "cpu"
