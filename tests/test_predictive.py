@@ -80,14 +80,14 @@ F64 = torch.float64
         (lambda: CategoricalPredictive(logits=torch.zeros(1, 2, 3, 4), probs=torch.ones(1, 2, 3, 4) / 4), "InvalidValueError",
          r"^CategoricalPredictive: pass exactly one of logits and probs$"),
         (lambda: CategoricalPredictive(), "InvalidValueError", r"^CategoricalPredictive: pass exactly one"),
-        (lambda: CategoricalPredictive(logits=torch.zeros(3, 4)), "ShapeError", r"^logits: .*\[M, T, Q, C\] or \[T, Q, C\]"),
-        (lambda: CategoricalPredictive(probs=torch.ones(3, 4) / 4), "ShapeError", r"^probs: .*\[M, T, Q, C\] or \[T, Q, C\]"),
+        (lambda: CategoricalPredictive(logits=torch.zeros(3, 4)), "ShapeError", r"^logits: expected a 3 or 4-d tensor \(\[M, T, Q, C\] or \[T, Q, C\]\), got shape \[3, 4\]"),
+        (lambda: CategoricalPredictive(probs=torch.ones(3, 4) / 4), "ShapeError", r"^probs: expected a 3 or 4-d tensor \(\[M, T, Q, C\] or \[T, Q, C\]\), got shape \[3, 4\]"),
         (lambda: CategoricalPredictive(logits=torch.full((1, 2, 3, 4), float("nan"))), "InvalidValueError", r"^logits"),
         (lambda: CategoricalPredictive(probs=torch.full((1, 2, 3, 4), float("nan"))), "InvalidValueError", r"^probs"),
         (lambda: CategoricalPredictive(probs=torch.tensor([[[[1.1, -0.1]]]])), "InvalidValueError",
          r"^probs: expected non-negative probabilities, got min -0.1$"),
         (lambda: CategoricalPredictive(probs=torch.tensor([[[[0.5, 0.5002]]]], dtype=F64)), "InvalidValueError", r"^probs"),
-        (lambda: GaussianPredictive(torch.zeros(3, 1), torch.ones(3, 1)), "ShapeError", r"^mean: .*\[M, T, Q, Dy\] or \[T, Q, Dy\]"),
+        (lambda: GaussianPredictive(torch.zeros(3, 1), torch.ones(3, 1)), "ShapeError", r"^mean: expected a 3 or 4-d tensor \(\[M, T, Q, Dy\] or \[T, Q, Dy\]\), got shape \[3, 1\]"),
         (lambda: GaussianPredictive(torch.zeros(1, 2, 3, 1), torch.ones(1, 2, 4, 1)), "ShapeError",
          r"^variance: expected shape \[1, 2, 3, 1\] to match mean, got .*\[1, 2, 4, 1\]"),
         (lambda: GaussianPredictive(torch.full((2, 3, 1), float("inf")), torch.ones(2, 3, 1)), "InvalidValueError", r"^mean"),
@@ -175,3 +175,10 @@ def test_mixture_quantiles_match_a_scipy_root_find_in_float64() -> None:
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(BayesMetaError, match=rf"^level: expected a value in \(0, 1\), got {bad!r}"):
             pred.interval(bad)
+
+
+def test_gaussian_draws_keep_the_precision_of_the_predictive() -> None:
+    """float64 predictive, float64 noise: draws of N(0, 1) are not all float32-representable."""
+    g = GaussianPredictive(torch.zeros(1, 3, 50, 1, dtype=F64), torch.ones(1, 3, 50, 1, dtype=F64))
+    x = g.sample(4, generator=torch.Generator().manual_seed(0))
+    assert x.dtype == F64 and not torch.equal(x, x.float().double())

@@ -92,7 +92,8 @@ def test_empty_context_set_is_refused_by_the_container() -> None:
         (lambda: reg_batch(query_x=[1.0]), r"query_x: expected a tensor \[T, Q, \*features\] with at least 3 dims, got list"),
         (lambda: reg_batch(query_x=torch.zeros(2, 4)), r"query_x: expected a tensor \[T, Q, \*features\] with at least 3 dims, got .*\[2, 4\]"),
         (lambda: cls_batch(query_x=torch.zeros(2, 3, 1, 5, 5)), r"query_x: expected feature shape \[1, 4, 4\] to match support_x"),
-        (lambda: reg_batch(query_x=torch.zeros(2, 0, 1), query_y=torch.zeros(2, 0, 1)), r"one query point, got [^(]*$"),
+        (lambda: reg_batch(query_x=torch.zeros(2, 0, 1), query_y=torch.zeros(2, 0, 1)), r"one query point, got shape \[2, 0, 1\] float32$"),
+        (lambda: reg_batch(support_x=torch.zeros(2, 0, 1), support_y=torch.zeros(2, 0, 1)), r"one support point, got shape \[2, 0, 1\] float32 \(an empty context set\)$"),
         (lambda: reg_batch(support_mask=torch.tensor([[True] * 5, [False] * 5])), r"hides all points of task\(s\) \[1\]$"),
     ],
 )
@@ -158,3 +159,14 @@ def test_index_with_an_int_keeps_one_task_and_the_task_dim() -> None:
     assert one.n_tasks == 1 and torch.equal(one.support_x, b.support_x[1:2]) and torch.equal(one.query_y, b.query_y[1:2])
     assert b.support.index(0).n_tasks == 1 and torch.equal(b.support.index(2).x, b.support_x[2:3])
     assert torch.equal(b.index(torch.tensor([2, 0])).support_x, b.support_x[[2, 0]])
+
+
+def test_support_set_index_keeps_mask_and_n_way() -> None:
+    from bayesmeta.tasks import SupportSet
+
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] * 5 + [False]])
+    s = SupportSet(torch.randn(3, 6, 2), torch.arange(3).repeat(3, 2), mask, n_way=3)
+    one = s.index(1)
+    assert one.n_way == 3 and torch.equal(one.mask, mask[1:2]) and torch.equal(one.y, s.y[1:2])
+    two = s.index(torch.tensor([2, 0]))
+    assert torch.equal(two.mask, mask[[2, 0]]) and torch.equal(two.x, s.x[[2, 0]]) and two.n_way == 3
