@@ -219,3 +219,32 @@ def test_test_inner_steps_sets_the_steps_of_adapt_only() -> None:
 
     with pytest.raises(InvalidValueError, match="test_inner_steps"):
         MAML(model, test_inner_steps=-1, task_kind="regression")
+
+
+def test_zero_steps_adapt_to_theta_and_metasgd_steps_use_per_parameter_rates() -> None:
+    """adapt(steps=0) is theta for every task; Meta-SGD's step is theta - alpha * grad with its
+    learned per-parameter rates alpha (set to distinct values here); one present support point
+    per task (a mask) gives the plain gradient of that point's loss."""
+    torch.manual_seed(6)
+    model = MLP(1, 1, hidden=(6,)).double()
+    batch = _regression_batch(t=2, s=4, seed=8)
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask[:, 0] = True
+    one_point = TaskBatch(batch.support_x, batch.support_y, batch.query_x, batch.query_y, support_mask=mask)
+    learner = MAML(model, inner_lr=0.05, learn_inner_lr=True, task_kind="regression", noise=1.0).double()
+    names = [n for n, _ in model.named_parameters()]
+    with torch.no_grad():
+        for i, n in enumerate(names):  # (the ParameterDict keeps its keys sorted, not in model order)
+            learner.inner_lrs[n.replace(".", "__")].fill_(0.01 * (i + 1))
+        post0 = learner.adapt(one_point.support, steps=0)
+        post1 = learner.adapt(one_point.support, steps=1)
+    theta = dict(model.named_parameters())
+    for n in names:
+        assert post0.params[n].shape == (2, *theta[n].shape)
+        assert torch.equal(post0.params[n][1], theta[n].detach())
+    for t in range(2):
+        phi = [p.detach().clone().requires_grad_() for p in model.parameters()]
+        pred = torch.func.functional_call(model, dict(zip(names, phi)), (batch.support_x[t, :1],))
+        g = torch.autograd.grad(((pred - batch.support_y[t, :1]) ** 2).mean(), phi)
+        for i, (n, p, gi) in enumerate(zip(names, phi, g)):
+            torch.testing.assert_close(post1.params[n][t], p.detach() - 0.01 * (i + 1) * gi, rtol=1e-12, atol=1e-14)
