@@ -386,7 +386,7 @@ def test_classification_probabilities(class_probs: str) -> None:
     # a proportion of hits over the T * Q query points (finite: a NaN would pass a 0..1 check)
     n_q = batch.query_y.numel()
     assert out.metrics["accuracy"] * n_q == pytest.approx(round(out.metrics["accuracy"] * n_q), abs=1e-9)
-    assert out.metrics["mll"] == pytest.approx(-float(out.loss), rel=1e-12)
+    assert out.metrics["mll"] == pytest.approx(-float(out.loss.detach()), rel=1e-12)
     with torch.no_grad():
         post = dkt.adapt(batch.support)
         pred = dkt.predict(post, batch.query_x)
