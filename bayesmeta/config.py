@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from torch import nn
 
-from bayesmeta.exceptions import ConfigError
+from bayesmeta.exceptions import ConfigError, ShapeError
 from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.base import MetaLearner
 from bayesmeta.inference.bmaml import BMAML
@@ -48,6 +48,7 @@ from bayesmeta.tasks import (
     omniglot,
 )
 from bayesmeta.tasks.episodes import TaskSource
+from bayesmeta.tasks.families import CLINICAL_KEYS, MEDICAL_FAMILIES, family_probe, medical_family
 from bayesmeta.tasks.gp_curves import GPCurves
 
 __all__ = [
@@ -125,6 +126,8 @@ class TaskSpec:
     kind: str
     build: Callable[[dict[str, Any], str], TaskSource]
     keys: tuple[str, ...]
+    #: image families: ``options -> LabelledDataset`` (test split) that the backbone is checked against
+    probe: Callable[[dict[str, Any]], Any] | None = None
 
 
 def _omniglot_source(opts: dict[str, Any], split: str) -> TaskSource:
@@ -155,6 +158,13 @@ TASKS: Mapping[str, TaskSpec] = {
     "omniglot": TaskSpec(
         "classification", _omniglot_source, ("n_way", "k_shot", "n_query", "rotations")
     ),
+    **{
+        fam: TaskSpec(
+            "classification", medical_family(fam), (*extra, *CLINICAL_KEYS),
+            lambda o, fam=fam: family_probe(fam, o),
+        )
+        for fam, extra in MEDICAL_FAMILIES.items()
+    },
 }
 
 
@@ -194,6 +204,18 @@ def _resolve_model(
     return model
 
 
+def _check_image_input(cfg: dict[str, Any], probe: Any) -> None:
+    """Image families: default ``in_channels`` from the data, refuse a mismatched backbone."""
+    from bayesmeta.tasks.medical import check_backbone_input
+
+    if cfg["model"]["name"] == "conv4":
+        cfg["model"].setdefault("in_channels", int(probe.example_shape[0]))
+    try:
+        check_backbone_input(probe, build_model(cfg))
+    except ShapeError as e:
+        raise ConfigError(f"tasks ({cfg['tasks']['name']}) vs model: {e}") from None
+
+
 def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a config dict and fill in defaults; returns a new, fully resolved dict.
 
@@ -224,8 +246,14 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             )
         cfg["model"] = {}
         model = None
+    probe = None
+    if tspec.probe is not None:
+        probe = tspec.probe({k: v for k, v in cfg["tasks"].items() if k != "name"})
+        cfg["tasks"].setdefault("n_way", len(cfg["tasks"].get("classes") or probe.class_names))
     if model is not None:
         cfg["model"] = _resolve_model(model, spec, tspec, cfg["tasks"])
+        if probe is not None:
+            _check_image_input(cfg, probe)
 
     training = {**TRAINING_DEFAULTS, **(cfg.get("training") or {})}
     _check_keys("training", training, tuple(TRAINING_DEFAULTS))

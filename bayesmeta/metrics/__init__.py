@@ -16,6 +16,21 @@ from bayesmeta.metrics.classification import (
     mce,
     reliability_diagram,
 )
+from bayesmeta.metrics.clinical import (
+    CLINICAL_METRIC_INFO,
+    ConfusionCounts,
+    aggregate_clinical,
+    balanced_accuracy,
+    clinical_metrics,
+    confusion_counts,
+    missed_positive_rate,
+    npv,
+    ppv,
+    roc_auc,
+    sensitivity,
+    sensitivity_at_specificity,
+    specificity,
+)
 from bayesmeta.metrics.nll import nll
 from bayesmeta.metrics.regression import (
     coverage,
@@ -107,6 +122,20 @@ __all__ = [
     "auroc",
     "task_uncertainty",
     "shift_detection_auroc",
+    # clinical
+    "CLINICAL_METRIC_INFO",
+    "ConfusionCounts",
+    "confusion_counts",
+    "balanced_accuracy",
+    "roc_auc",
+    "sensitivity",
+    "specificity",
+    "sensitivity_at_specificity",
+    "ppv",
+    "npv",
+    "missed_positive_rate",
+    "clinical_metrics",
+    "aggregate_clinical",
     # temperature scaling
     "TemperatureScaling",
     "fit_temperature",

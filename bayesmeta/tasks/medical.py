@@ -86,7 +86,7 @@ def _to_nchw(images: np.ndarray, where: str) -> torch.Tensor:
     if images.ndim == 3:
         x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
     elif images.ndim == 4 and images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3):
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
     elif images.ndim == 4 and images.shape[1] in (1, 3):
         x = torch.from_numpy(np.ascontiguousarray(images))
     else:

@@ -58,6 +58,7 @@ def test_medmnist_official_sizes_and_counts(name, split):
     channels = 3 if name == "retinamnist" else 1
     assert tuple(ds.example_shape) == (channels, 28, 28)
     assert ds.images.dtype == torch.float32
+    assert ds.images.is_contiguous()  # channels-last strides break GroupNorm under vmap (MAML)
     assert 0.0 <= float(ds.images.min()) and float(ds.images.max()) <= 1.0
     assert ds.source == f"{name}/{split}"
     # independent route: the raw arrays with numpy
