@@ -31,7 +31,17 @@ from bayesmeta.metrics.clinical import (
     sensitivity_at_specificity,
     specificity,
 )
+from bayesmeta.metrics.decision_curve import DEFAULT_THRESHOLDS, DecisionCurve, decision_curve
 from bayesmeta.metrics.nll import nll
+from bayesmeta.metrics.referral import (
+    OBJECTIVES,
+    REFERRAL_METRICS,
+    ReferralOutcome,
+    ReferralRule,
+    default_score,
+    fit_referral_rule,
+    warn_if_constant,
+)
 from bayesmeta.metrics.regression import (
     coverage,
     crps,
@@ -136,6 +146,17 @@ __all__ = [
     "missed_positive_rate",
     "clinical_metrics",
     "aggregate_clinical",
+    # referral and decision curves
+    "ReferralRule",
+    "ReferralOutcome",
+    "fit_referral_rule",
+    "OBJECTIVES",
+    "REFERRAL_METRICS",
+    "default_score",
+    "warn_if_constant",
+    "DecisionCurve",
+    "decision_curve",
+    "DEFAULT_THRESHOLDS",
     # temperature scaling
     "TemperatureScaling",
     "fit_temperature",
