@@ -20,6 +20,12 @@ Options (all families):
 - ``channels`` (``grey``/``rgb``) and ``size``: explicit conversion (see
   :func:`~bayesmeta.tasks.conform`).
 
+``medical_pool`` (the meta-training source of leave-one-dataset-out studies) needs
+``datasets``, a list of bundled names (``pneumoniamnist``, ``breastmnist``, ``retinamnist``,
+``mednist``): each episode first picks one of them uniformly, then draws ``n_way`` of its classes
+at random (class identity is random here by nature), so an episode never mixes datasets.
+Datasets with different channels need ``channels``.
+
 Family-specific: ``medmnist`` needs ``dataset`` (a bundled name) or ``path`` (a MedMNIST-format
 npz); ``npz`` needs ``path``; ``image_folder`` needs ``path``, a folder with ``train/``,
 ``val/`` and ``test/`` sub-folders of class folders, or of class folders only (then every role
@@ -29,16 +35,28 @@ reads the same images: use it for evaluation, not for meta-training and testing 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bayesmeta.exceptions import ConfigError
+from bayesmeta.tasks.batch import TaskBatch
 from bayesmeta.tasks.clinical import ClinicalSampler
 from bayesmeta.tasks.datasets import LabelledDataset
-from bayesmeta.tasks.medical import MEDICAL_SPLITS, image_folder, medmnist, mednist, npz_dataset
+from bayesmeta.tasks.episodes import concat_tasks
+from bayesmeta.tasks.medical import MEDICAL_SPLITS, MEDMNIST_BUNDLED, image_folder, medmnist, mednist, npz_dataset
 
-__all__ = ["MEDICAL_FAMILIES", "CLINICAL_KEYS", "medical_family", "load_family_split", "family_probe"]
+__all__ = [
+    "MEDICAL_FAMILIES",
+    "CLINICAL_KEYS",
+    "POOL_DATASETS",
+    "MixedSampler",
+    "medical_family",
+    "load_family_split",
+    "family_probe",
+]
 
 #: Options every medical family accepts.
 CLINICAL_KEYS: tuple[str, ...] = (
@@ -52,7 +70,65 @@ MEDICAL_FAMILIES: dict[str, tuple[str, ...]] = {
     "mednist": (),
     "npz": ("path",),
     "image_folder": ("path",),
+    "medical_pool": ("datasets",),
 }
+
+#: Names a ``medical_pool`` may list.
+POOL_DATASETS: tuple[str, ...] = (*MEDMNIST_BUNDLED, "mednist")
+
+
+class MixedSampler:
+    """Each task from one of several samplers, picked uniformly per task from the generator.
+
+    Args:
+        samplers: task sources that give batches of one shape (same n_way, K and Q).
+        names: a name per sampler, for ``repr``.
+    """
+
+    def __init__(self, samplers: Sequence[ClinicalSampler], names: Sequence[str]) -> None:
+        if not samplers:
+            raise ConfigError("tasks.datasets: expected at least one dataset in the pool")
+        self.samplers = list(samplers)
+        self.names = list(names)
+
+    def sample(self, n_tasks: int, generator: torch.Generator | None = None) -> TaskBatch:
+        """T tasks, each drawn by a uniformly chosen sampler."""
+        which = torch.randint(len(self.samplers), (n_tasks,), generator=generator).tolist()
+        return concat_tasks([self.samplers[i].sample(1, generator) for i in which])
+
+    def __repr__(self) -> str:
+        return f"MixedSampler(datasets={self.names}, first={self.samplers[0]!r})"
+
+
+def _pool_split(name: str, split: str, conv: dict[str, Any]) -> LabelledDataset:
+    if name not in POOL_DATASETS:
+        raise ConfigError(f"tasks.datasets: expected names from {list(POOL_DATASETS)}, got {name!r}")
+    return mednist(split, **conv) if name == "mednist" else medmnist(name, split, **conv)
+
+
+def _pool(opts: dict[str, Any], role: str) -> MixedSampler:
+    names = opts.get("datasets")
+    if not isinstance(names, list | tuple) or not names:
+        raise ConfigError("tasks.datasets: the medical_pool family needs a non-empty list of dataset names")
+    for key in ("n_way", "k_shot", "n_query"):
+        if key not in opts:
+            raise ConfigError(f"tasks.{key}: required for the medical_pool family")
+    conv = {"channels": opts.get("channels"), "size": opts.get("size")}
+    parts = [_pool_split(n, role, conv) for n in names]
+    shapes = {tuple(p.example_shape) for p in parts}
+    if len(shapes) > 1:
+        raise ConfigError(
+            f"tasks.datasets: the pool's images differ in shape {sorted(shapes)}; set channels (grey/rgb) "
+            f"and size to convert them to one"
+        )
+    samplers = [
+        ClinicalSampler(
+            p, k_shot=opts["k_shot"], n_query=opts["n_query"], class_identity="random", n_way=opts["n_way"],
+            prevalence=opts.get("prevalence", "balanced"),
+        )
+        for p in parts
+    ]
+    return MixedSampler(samplers, list(names))
 
 
 def _check_split(key: str, value: Any) -> str:
@@ -62,8 +138,14 @@ def _check_split(key: str, value: Any) -> str:
 
 
 def load_family_split(family: str, opts: dict[str, Any], split: str) -> LabelledDataset:
-    """The dataset of one split for a medical family's options (conversion applied)."""
+    """The dataset of one split for a medical family's options (conversion applied).
+
+    For ``medical_pool`` it is the first dataset of the pool (what config-time checks need).
+    """
     conv = {"channels": opts.get("channels"), "size": opts.get("size")}
+    if family == "medical_pool":
+        names = opts.get("datasets") or [None]
+        return _pool_split(names[0], split, conv)
     if family == "medmnist":
         if opts.get("dataset") is None and opts.get("path") is None:
             raise ConfigError("tasks.dataset: the medmnist family needs dataset (e.g. pneumoniamnist) or path")
@@ -84,11 +166,13 @@ def load_family_split(family: str, opts: dict[str, Any], split: str) -> Labelled
     raise ConfigError(f"tasks.name: unknown medical family {family!r}")
 
 
-def medical_family(family: str) -> Callable[[dict[str, Any], str], ClinicalSampler]:
+def medical_family(family: str) -> Callable[[dict[str, Any], str], ClinicalSampler | MixedSampler]:
     """The builder ``(options, role) -> ClinicalSampler`` of a medical family."""
 
-    def build(opts: dict[str, Any], role: str) -> ClinicalSampler:
+    def build(opts: dict[str, Any], role: str) -> ClinicalSampler | MixedSampler:
         opts = dict(opts)
+        if family == "medical_pool":
+            return _pool(opts, _check_split("role", role))
         for key in ("k_shot", "n_query"):
             if key not in opts:
                 raise ConfigError(f"tasks.{key}: required for the {family} family")
