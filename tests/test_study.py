@@ -54,7 +54,11 @@ def test_cross_domain_study_end_to_end(tmp_path):
     by = {(r.method, r.dataset): r for r in res.results}
     assert by[("maml", "retinamnist")].skipped and "2-way output head" in by[("maml", "retinamnist")].skipped
     pn = by[("protonet", "pneumoniamnist")]
-    assert pn.referral.summary["referral_rate"].mean <= 0.3 + 0.2  # fitted on validation: near the budget
+    # the rule fitted on validation is applied unchanged to the test episodes
+    from bayesmeta.metrics import predictive_entropy
+
+    referred = (predictive_entropy(pn.predictive) > pn.rule.tau).double().mean(-1)
+    assert pn.referral.summary["referral_rate"].mean == pytest.approx(float(referred.mean()))
     assert pn.clinical["prevalence"].mean == pytest.approx(5 / 8)  # natural: 62.5% of 8 queries
     d = tmp_path / "s" / "cross_domain" / "protonet" / "eval" / "pneumoniamnist"
     for f in ("summary.json", "per_task.jsonl", "predictions.pt", "clinical.json", "referral.json", "decision_curve.json"):
