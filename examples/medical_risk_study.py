@@ -23,7 +23,13 @@ import torch
 from matplotlib.figure import Figure
 
 from bayesmeta import MetaTrainer, ProtoNet, evaluate
-from bayesmeta.metrics import aggregate_clinical, clinical_metrics, decision_curve, fit_referral_rule, risk_coverage_curve
+from bayesmeta.metrics import (
+    aggregate_clinical,
+    clinical_metrics,
+    decision_curve,
+    fit_referral_rule,
+    risk_coverage_curve,
+)
 from bayesmeta.models import Conv4
 from bayesmeta.predictive import CategoricalPredictive
 from bayesmeta.tasks import ClinicalSampler, fixed_episodes, medmnist, mednist

@@ -20,7 +20,6 @@ from typing import Literal
 import torch
 
 from bayesmeta.exceptions import InvalidValueError
-
 from bayesmeta.metrics._inputs import ArrayLike, as_tensor, check_probs
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 

@@ -46,7 +46,14 @@ from bayesmeta.tasks.batch import TaskBatch
 from bayesmeta.tasks.clinical import ClinicalSampler
 from bayesmeta.tasks.datasets import LabelledDataset
 from bayesmeta.tasks.episodes import concat_tasks
-from bayesmeta.tasks.medical import MEDICAL_SPLITS, MEDMNIST_BUNDLED, image_folder, medmnist, mednist, npz_dataset
+from bayesmeta.tasks.medical import (
+    MEDICAL_SPLITS,
+    MEDMNIST_BUNDLED,
+    image_folder,
+    medmnist,
+    mednist,
+    npz_dataset,
+)
 
 __all__ = [
     "MEDICAL_FAMILIES",

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from bayesmeta.exceptions import DataError, InvalidValueError
-from bayesmeta.tasks import ClinicalSampler, LabelledDataset, fixed_episodes, medmnist, mednist, prevalence_counts
+from bayesmeta.tasks import (
+    ClinicalSampler,
+    LabelledDataset,
+    fixed_episodes,
+    medmnist,
+    mednist,
+    prevalence_counts,
+)
 
 
 def _toy(counts, offset=0.0, source=None):
