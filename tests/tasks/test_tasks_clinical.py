@@ -112,3 +112,17 @@ def test_reproducible_with_fixed_episodes():
     a = fixed_episodes(s, 4, seed=7)
     b = fixed_episodes(s, 4, seed=7, tasks_per_batch=2)
     assert torch.equal(torch.cat([e.query_x for e in a]), torch.cat([e.query_x for e in b]))
+
+
+def test_few_shot_sampler_takes_the_clinical_options():
+    from bayesmeta.tasks import FewShotSampler
+
+    sup, qry = _toy([10, 10], source="train"), _toy([30, 50], offset=1000.0, source="test")
+    fs = FewShotSampler(sup, 2, 2, 10, class_identity="fixed", prevalence="natural", query=qry)
+    cs = ClinicalSampler(sup, 2, 10, query=qry, prevalence="natural")
+    a, b = fs.sample(3, torch.Generator().manual_seed(5)), cs.sample(3, torch.Generator().manual_seed(5))
+    assert torch.equal(a.query_x, b.query_x) and torch.equal(a.query_y, b.query_y)
+    with pytest.raises(InvalidValueError, match="augment_rotations"):
+        FewShotSampler(sup, 2, 2, 10, augment_rotations=True, class_identity="fixed")
+    with pytest.raises(DataError, match=r"class 'c0' \(label 0\) of support split 'train' has 10 examples, asked for k_shot = 11"):
+        FewShotSampler(sup, 2, 11, 1, query=qry)
