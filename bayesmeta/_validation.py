@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from bayesmeta.exceptions import InvalidValueError, ShapeError
 
-__all__ = ["check_finite", "check_ndim", "check_size", "check_positive_int", "describe"]
+__all__ = [
+    "ArrayLike",
+    "as_tensor",
+    "check_mask",
+    "check_finite", "check_ndim", "check_size", "check_positive_int", "describe"]
 
 
 def describe(t: torch.Tensor) -> str:
@@ -55,3 +60,29 @@ def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return value
+
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def as_tensor(name: str, x: object) -> torch.Tensor:
+    """``x`` as a tensor (numpy arrays are converted without a copy); anything else is an error."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    raise ShapeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
+
+
+def check_mask(mask: ArrayLike | None, shape: torch.Size) -> torch.Tensor | None:
+    """Validate an optional presence mask (True = present) of ``shape``; every row needs a point."""
+    if mask is None:
+        return None
+    m = as_tensor("mask", mask)
+    if m.dtype != torch.bool:
+        raise InvalidValueError(f"mask: expected a bool tensor (True = present), got {describe(m)}")
+    if m.shape != shape:
+        raise ShapeError(f"mask: expected shape {list(shape)} to match the targets, got {describe(m)}")
+    if m.numel() and not bool(m.any(-1).all()):
+        raise InvalidValueError("mask: expected at least one present point in every task, got a task with none")
+    return m

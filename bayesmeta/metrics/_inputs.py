@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from bayesmeta._validation import check_finite, describe
+from bayesmeta._validation import ArrayLike, as_tensor, check_finite, check_mask, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 
@@ -37,31 +36,6 @@ __all__ = [
 
 PROB_TOLERANCE = 1e-4
 """Largest accepted deviation of a probability vector's sum from one (same as the predictive)."""
-
-ArrayLike = torch.Tensor | np.ndarray
-
-
-def as_tensor(name: str, x: object) -> torch.Tensor:
-    """``x`` as a tensor (numpy arrays are converted without a copy); anything else is an error."""
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    raise ShapeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
-
-
-def check_mask(mask: ArrayLike | None, shape: torch.Size) -> torch.Tensor | None:
-    """Validate an optional presence mask (True = present) of ``shape``; every row needs a point."""
-    if mask is None:
-        return None
-    m = as_tensor("mask", mask)
-    if m.dtype != torch.bool:
-        raise InvalidValueError(f"mask: expected a bool tensor (True = present), got {describe(m)}")
-    if m.shape != shape:
-        raise ShapeError(f"mask: expected shape {list(shape)} to match the targets, got {describe(m)}")
-    if m.numel() and not bool(m.any(-1).all()):
-        raise InvalidValueError("mask: expected at least one present point in every task, got a task with none")
-    return m
 
 
 def _check_nonempty(name: str, shape: torch.Size) -> None:
