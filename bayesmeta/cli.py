@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", choices=("best", "last"), default="best")
     e.add_argument("--episodes", type=int, default=None, help="override evaluation.n_episodes")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--calibrate", choices=("temperature", "conformal"), default=None,
+                   help="also fit this calibrator on the run's validation episodes and save calibrated metrics beside the raw ones")
+    e.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage level (with --calibrate conformal)")
+    e.add_argument("--score", default=None, help="conformal score: lac, aps, raps (classification); normalized, absolute, cqr (regression)")
 
     r = sub.add_parser("report", help="HTML/Markdown/JSON calibration report of evaluated runs")
     r.add_argument("run_dirs", type=Path, nargs="+")
@@ -65,8 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             from bayesmeta.runs import evaluate_run
 
-            result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, n_episodes=args.episodes, progress=not args.no_progress)
+            result = evaluate_run(
+                args.run_dir, checkpoint=args.checkpoint, n_episodes=args.episodes, progress=not args.no_progress,
+                calibrate=args.calibrate, alpha=args.alpha, score=args.score,
+            )
             print(result.table())
+            if result.calibrated is not None:
+                print(f"calibrator fitted on {result.calibrated.n_calibration_tasks} validation tasks: {result.calibrated.calibrator}")
             print(f"per-task results in {args.run_dir / 'eval'}")
         elif args.command == "report":
             from bayesmeta.report import build_report

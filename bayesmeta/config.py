@@ -328,18 +328,20 @@ def build_task_source(cfg: Mapping[str, Any], split: str, evaluation: bool = Fal
     return tspec.build(opts, split)
 
 
-def build_episodes(cfg: Mapping[str, Any], split: str) -> list[TaskBatch]:
+def build_episodes(cfg: Mapping[str, Any], split: str, evaluation_tasks: bool = False) -> list[TaskBatch]:
     """Fixed evaluation (``test``) or validation (``val``) episodes of a resolved config.
 
     Test episodes use ``evaluation.seed``; validation episodes a seed derived from it, so the
-    two never coincide for synthetic families that have no class split.
+    two never coincide for synthetic families that have no class split. ``evaluation_tasks``
+    applies the ``evaluation.tasks`` overrides to validation episodes too (a calibrator fitted on
+    them must see the test conditions, e.g. 20-way).
     """
     ev = cfg["evaluation"]
     if split == "val":
         n, seed = int(cfg["training"]["val_episodes"]), int(ev["seed"]) + 1_000_003
     else:
         n, seed = int(ev["n_episodes"]), int(ev["seed"])
-    source = build_task_source(cfg, split, evaluation=split == "test")
+    source = build_task_source(cfg, split, evaluation=split == "test" or evaluation_tasks)
     return fixed_episodes(source, n, seed=seed, tasks_per_batch=int(ev["tasks_per_batch"]))
 
 

@@ -8,6 +8,12 @@ with a seeded bootstrap interval over tasks (:func:`bayesmeta.metrics.mean_ci`).
 On disk (``EvaluationResult.save``), a run's ``eval/`` folder holds ``summary.json``,
 ``per_task.jsonl`` (one line per task) and ``predictions.pt`` (plain tensors only, loadable with
 ``torch.load(weights_only=True)``), which ``bayesmeta report`` reads.
+
+Calibration (``calibrator=``, see :mod:`bayesmeta.calibration`): the calibrator is fitted on the
+predictives of ``calibration_episodes`` (validation episodes, never the test episodes) and the
+test episodes are scored raw and calibrated side by side: ``summary.json`` gains a ``calibrated``
+section (the fitted calibrator and its metrics with CIs) and ``calibrated_per_task.jsonl`` holds
+the calibrated per-task values. The raw results are identical with and without a calibrator.
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bayesmeta.calibration.apply import (
+    Calibrator,
+    calibrated_task_metrics,
+    describe_calibrator,
+    make_calibrator,
+    stack_predictives,
+)
 from bayesmeta.exceptions import CheckpointError, InvalidValueError
 from bayesmeta.inference.base import MetaLearner
 from bayesmeta.io import atomic_torch_save, safe_torch_load
@@ -27,10 +40,32 @@ from bayesmeta.metrics import MeanCI, mean_ci, task_metrics
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import TaskBatch
 
-__all__ = ["EvaluationResult", "evaluate", "load_predictions", "format_table"]
+__all__ = ["CalibratedResult", "EvaluationResult", "evaluate", "load_predictions", "format_table"]
 
 #: Metrics shown in the default results table, in order, when present.
-HEADLINE = ("accuracy", "mse", "nll", "ece", "brier", "pit_error", "coverage_90", "crps")
+HEADLINE = (
+    "accuracy", "mse", "nll", "ece", "brier", "pit_error", "coverage_90", "crps",
+    "conformal_coverage", "conformal_set_size", "conformal_empty_rate", "conformal_width",
+)
+
+
+@dataclass
+class CalibratedResult:
+    """Test metrics after a calibrator fitted on validation episodes.
+
+    Attributes:
+        calibrator: the fitted calibrator's description (``to_dict()``: name and fitted values).
+        n_calibration_tasks: tasks of the calibration (validation) episodes.
+        per_task: metric name -> ``[T]`` over the test tasks (scaling: every metric of
+            :func:`~bayesmeta.metrics.task_metrics`; conformal: coverage, set size, empty-set rate
+            or interval width).
+        summary: metric name -> mean and 95% CI over tasks.
+    """
+
+    calibrator: dict
+    n_calibration_tasks: int
+    per_task: dict[str, torch.Tensor]
+    summary: dict[str, MeanCI]
 
 
 @dataclass
@@ -43,6 +78,7 @@ class EvaluationResult:
         per_task: metric name -> ``[T]`` tensor, one value per task over all episodes.
         summary: metric name -> mean and 95% CI over tasks.
         predictions: plain tensors of the predictive and targets (see module docstring).
+        calibrated: the calibrated side, when ``evaluate`` was given a calibrator.
     """
 
     method: str
@@ -50,6 +86,7 @@ class EvaluationResult:
     per_task: dict[str, torch.Tensor]
     summary: dict[str, MeanCI]
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
+    calibrated: CalibratedResult | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -66,12 +103,17 @@ class EvaluationResult:
             "n_tasks": self.n_tasks,
             "metrics": {k: v.to_dict() for k, v in self.summary.items()},
         }
+        if self.calibrated is not None:
+            c = self.calibrated
+            summary["calibrated"] = {
+                "calibrator": c.calibrator,
+                "n_calibration_tasks": c.n_calibration_tasks,
+                "metrics": {k: v.to_dict() for k, v in c.summary.items()},
+            }
         (d / "summary.json").write_text(json.dumps(summary, indent=2))
-        names = list(self.per_task)
-        lines = [
-            json.dumps({n: float(self.per_task[n][i]) for n in names}) for i in range(self.n_tasks)
-        ]
-        (d / "per_task.jsonl").write_text("\n".join(lines) + "\n")
+        (d / "per_task.jsonl").write_text(_jsonl(self.per_task, self.n_tasks))
+        if self.calibrated is not None:
+            (d / "calibrated_per_task.jsonl").write_text(_jsonl(self.calibrated.per_task, self.n_tasks))
         if self.predictions:
             atomic_torch_save(self.predictions, d / "predictions.pt")
         return d
@@ -79,6 +121,47 @@ class EvaluationResult:
     def table(self) -> str:
         """One-row results table (see :func:`format_table`)."""
         return format_table([self])
+
+
+def _jsonl(per_task: dict[str, torch.Tensor], n_tasks: int) -> str:
+    names = list(per_task)
+    return "\n".join(json.dumps({n: float(per_task[n][i]) for n in names}) for i in range(n_tasks)) + "\n"
+
+
+def _fit_calibrator(
+    learner: MetaLearner,
+    calibrator: Calibrator | str,
+    calibration_episodes: Sequence[TaskBatch] | None,
+    episodes: Sequence[TaskBatch],
+    kind: str,
+    progress: bool,
+    seed: int,
+    max_tasks_per_call: int | None,
+) -> tuple[Calibrator, int]:
+    """Run the learner on the calibration episodes and fit the calibrator on their predictives."""
+    if not calibration_episodes:
+        raise InvalidValueError(
+            "calibration_episodes: a calibrator needs validation episodes to be fitted on (never the test "
+            "episodes), got none"
+        )
+    test_ids = {id(b) for b in episodes}
+    if calibration_episodes is episodes or any(id(b) in test_ids for b in calibration_episodes):
+        raise InvalidValueError(
+            "calibration_episodes: expected validation episodes disjoint from the test episodes; fitting a "
+            "calibrator on the test episodes overstates its calibration"
+        )
+    cal = make_calibrator(calibrator, kind) if isinstance(calibrator, str) else calibrator
+    preds, ys, ms = [], [], []
+    for episode in tqdm(calibration_episodes, desc="calibrate", disable=not progress, leave=False):
+        if episode.is_classification != (kind == "classification"):
+            raise InvalidValueError(f"calibration_episodes: expected {kind} episodes like the test episodes")
+        for batch in _task_chunks(episode, max_tasks_per_call):
+            torch.manual_seed(seed)  # as for the test episodes (see evaluate)
+            preds.append(learner(batch))
+            ys.append(batch.query_y)
+            ms.append(batch.query_mask)
+    pred, y, mask = stack_predictives(preds, ys, ms)
+    return cal.fit(pred, y, mask), pred.batch_shape[0]
 
 
 def _collect(pred: Predictive, batch: TaskBatch) -> dict[str, torch.Tensor]:
@@ -110,6 +193,8 @@ def evaluate(
     progress: bool = True,
     seed: int = 0,
     max_tasks_per_call: int | None = 4,
+    calibrator: Calibrator | str | None = None,
+    calibration_episodes: Sequence[TaskBatch] | None = None,
 ) -> EvaluationResult:
     """Evaluate ``learner`` on a fixed list of episodes.
 
@@ -127,6 +212,13 @@ def evaluate(
         max_tasks_per_call: split each episode into calls of at most this many tasks (``None``:
             whole episodes), so that peak memory does not grow with ``tasks_per_batch``. The
             per-task results do not depend on it.
+        calibrator: optional post-hoc calibrator, unfitted: an object of
+            :mod:`bayesmeta.calibration` (``TemperatureScaling()``, ``VarianceScaling()``,
+            ``SplitConformal(alpha=0.1)``) or a name, ``"temperature"`` or ``"conformal"``
+            (see :func:`bayesmeta.calibration.make_calibrator`). It is fitted on
+            ``calibration_episodes`` and the test metrics after it fill ``result.calibrated``.
+        calibration_episodes: validation episodes to fit the calibrator on; required with a
+            calibrator, and refused if they share a batch with ``episodes``.
 
     Returns:
         :class:`EvaluationResult` over all tasks of all episodes.
@@ -142,16 +234,24 @@ def evaluate(
     per_task: dict[str, list[torch.Tensor]] = {}
     preds: dict[str, list[torch.Tensor]] = {}
     kind = "classification" if episodes[0].is_classification else "regression"
+    cal_task: dict[str, list[torch.Tensor]] = {}
+    fitted: Calibrator | None = None
     rng_state = torch.get_rng_state()
-    torch.manual_seed(seed)
     try:
         with torch.no_grad():
+            if calibrator is not None:
+                fitted, n_cal = _fit_calibrator(
+                    learner, calibrator, calibration_episodes, episodes, kind, progress, seed, max_tasks_per_call
+                )
             for episode in tqdm(episodes, desc="evaluate", disable=not progress, leave=False):
                 for batch in _task_chunks(episode, max_tasks_per_call):
                     torch.manual_seed(seed)
                     pred = learner(batch)
                     for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
                         per_task.setdefault(k, []).append(v.detach().double().cpu())
+                    if fitted is not None:
+                        for k, v in calibrated_task_metrics(fitted, pred, batch.query_y, batch.query_mask).items():
+                            cal_task.setdefault(k, []).append(v.detach().double().cpu())
                     if keep_predictions:
                         for k, v in _collect(pred, batch).items():
                             preds.setdefault(k, []).append(v)
@@ -169,7 +269,12 @@ def evaluate(
             predictions = {}
             break
     summary = {k: mean_ci(v, seed=seed) for k, v in cat.items() if bool(torch.isfinite(v).all())}
-    return EvaluationResult(method or type(learner).__name__, kind, cat, summary, predictions)
+    calibrated = None
+    if fitted is not None:
+        ccat = {k: torch.cat(v) for k, v in cal_task.items()}
+        csum = {k: mean_ci(v, seed=seed) for k, v in ccat.items() if bool(torch.isfinite(v).all())}
+        calibrated = CalibratedResult(describe_calibrator(fitted), n_cal, ccat, csum)
+    return EvaluationResult(method or type(learner).__name__, kind, cat, summary, predictions, calibrated)
 
 
 def load_predictions(eval_dir: str | Path) -> tuple[Predictive, torch.Tensor, torch.Tensor | None]:
@@ -191,15 +296,21 @@ def load_predictions(eval_dir: str | Path) -> tuple[Predictive, torch.Tensor, to
 def format_table(results: Sequence[EvaluationResult], metrics: Sequence[str] = HEADLINE) -> str:
     """A plain-text table: one row per result, ``mean ± 95% half-width`` per metric.
 
-    Accuracy is shown in percent. Metrics absent from every result are left out.
+    Accuracy is shown in percent. Metrics absent from every result are left out. A result with a
+    calibrated side gets a second row, ``method + calibrator``.
     """
-    cols = [m for m in metrics if any(m in r.summary for r in results)]
+    entries = []
+    for r in results:
+        entries.append((r.method, r.n_tasks, r.summary))
+        if r.calibrated is not None:
+            entries.append((f"{r.method} + {r.calibrated.calibrator.get('name', 'calibrated')}", r.n_tasks, r.calibrated.summary))
+    cols = [m for m in metrics if any(m in e[2] for e in entries)]
     header = ["method", "tasks"] + [f"{c} (%)" if c == "accuracy" else c for c in cols]
     rows = []
-    for r in results:
-        row = [r.method, str(r.n_tasks)]
+    for label, n_tasks, summ in entries:
+        row = [label, str(n_tasks)]
         for c in cols:
-            s = r.summary.get(c)
+            s = summ.get(c)
             row.append("—" if s is None else s.format(scale=100.0 if c == "accuracy" else 1.0, digits=2 if c == "accuracy" else 3))
         rows.append(row)
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]

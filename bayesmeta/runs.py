@@ -12,12 +12,14 @@ from typing import Any
 
 import yaml
 
+from bayesmeta.calibration.apply import make_calibrator
 from bayesmeta.config import (
     build_episodes,
     build_learner,
     build_task_source,
     load_config,
     resolve_config,
+    task_kind,
 )
 from bayesmeta.evaluation import EvaluationResult, evaluate
 from bayesmeta.exceptions import CheckpointError, ConfigError
@@ -114,6 +116,9 @@ def evaluate_run(
     task_overrides: dict[str, Any] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    calibrate: str | None = None,
+    alpha: float = 0.1,
+    score: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a trained run on its fixed test episodes and write the results.
 
@@ -124,6 +129,11 @@ def evaluate_run(
         task_overrides: extra ``evaluation.tasks`` overrides (e.g. ``{"n_way": 20}`` to test a
             5-way-trained ProtoNet 20-way); validated like the config's own.
         out_dir: where to write (default ``run_dir/eval``).
+        calibrate: ``"temperature"`` or ``"conformal"``: fit that calibrator on the run's
+            validation episodes (``training.val_episodes`` of its config, with the evaluation task
+            overrides) and save calibrated metrics beside the raw ones.
+        alpha: conformal miscoverage level.
+        score: conformal score (default: ``lac`` / ``normalized``).
     """
     learner, cfg = load_learner(run_dir, checkpoint)
     if n_episodes is not None:
@@ -132,6 +142,16 @@ def evaluate_run(
         cfg["evaluation"]["tasks"] = {**cfg["evaluation"]["tasks"], **task_overrides}
         cfg = resolve_config(cfg)
     episodes = build_episodes(cfg, "test")
-    result = evaluate(learner, episodes, method=cfg["method"]["name"], progress=progress, seed=cfg["evaluation"]["seed"])
+    calibrator, cal_episodes = None, None
+    if calibrate is not None:
+        if not int(cfg["training"]["val_episodes"]):
+            raise ConfigError("training.val_episodes: --calibrate fits on the run's validation episodes; got 0 of them")
+        options = {"alpha": alpha, "score": score} if calibrate == "conformal" else {}
+        calibrator = make_calibrator(calibrate, task_kind(cfg), **options)
+        cal_episodes = build_episodes(cfg, "val", evaluation_tasks=True)
+    result = evaluate(
+        learner, episodes, method=cfg["method"]["name"], progress=progress, seed=cfg["evaluation"]["seed"],
+        calibrator=calibrator, calibration_episodes=cal_episodes,
+    )
     result.save(Path(out_dir) if out_dir is not None else Path(run_dir) / "eval")
     return result

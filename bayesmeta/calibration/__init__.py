@@ -14,6 +14,7 @@ Every calibrator has ``fit(predictive, targets, mask=None)`` returning the fitte
 See ``docs/calibration.md`` for when to use which.
 """
 
+from bayesmeta.calibration.apply import CALIBRATORS, Calibrator, make_calibrator
 from bayesmeta.calibration.conformal import (
     SplitConformal,
     conformal_quantile,
@@ -25,6 +26,9 @@ from bayesmeta.calibration.temperature import TemperatureScaling, fit_temperatur
 from bayesmeta.calibration.variance import VarianceScaling
 
 __all__ = [
+    "CALIBRATORS",
+    "Calibrator",
+    "make_calibrator",
     "CLASSIFICATION_SCORES",
     "REGRESSION_SCORES",
     "SplitConformal",
