@@ -142,4 +142,29 @@ def test_cli_evaluate_calibrate_and_report(tmp_path: Path, capsys: pytest.Captur
     assert summary["calibrated"]["calibrator"]["name"] == "variance_scaling"
     assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
-    assert "calibrated" in html.lower()
+    assert "PIT histograms: raw vs calibrated" in html
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["calibration"][0]["calibrator"]["name"] == "variance_scaling"
+
+
+def test_report_shows_raw_vs_calibrated_reliability_and_conformal_per_method(protonet: ProtoNet, tmp_path: Path) -> None:
+    from bayesmeta.report import build_report, load_run
+
+    val, test = _class_episodes(7, 10), _class_episodes(8, 4)
+    runs = []
+    for name, cal in (("protonet", "temperature"), ("protonet-conformal", SplitConformal(0.2, "raps"))):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(f"method:\n  name: {name}\n")
+        evaluate(protonet, test, method=name, progress=False, calibrator=cal, calibration_episodes=val).save(run / "eval")
+        runs.append(run)
+    loaded = load_run(runs[0])
+    assert loaded.calibrated_predictive is not None  # rebuilt from the saved temperature
+    torch.testing.assert_close(loaded.calibrated_predictive.predicted, loaded.predictive.predicted)
+    html = build_report(runs, tmp_path / "rep").read_text()
+    assert "Reliability diagrams: raw vs calibrated" in html
+    assert "Conformal prediction: coverage and size" in html
+    assert "Conformal prediction: per-task distributions" in html
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [c["calibrator"]["name"] for c in rep["calibration"]] == ["temperature_scaling", "split_conformal"]
+    assert rep["calibration"][1]["metrics"]["conformal_set_size"]["mean"] >= 0

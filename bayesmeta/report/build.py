@@ -16,6 +16,7 @@ from bayesmeta.exceptions import InvalidValueError
 from bayesmeta.metrics.classification import reliability_diagram
 from bayesmeta.metrics.regression import interval_coverage, pit_histogram
 from bayesmeta.metrics.selective import risk_coverage_curve
+from bayesmeta.report.calibration import calibration_figures, calibration_payload
 from bayesmeta.report.figures import (
     coverage_figure,
     per_task_figure,
@@ -125,6 +126,7 @@ def _section(runs: list[RunResult], table: Table) -> Section:
     block = _per_task_block(sel, kind)
     if block is not None:
         figs.append(block)
+    figs.extend(calibration_figures(sel, kind))
     notes = [
         f"Mean over tasks; brackets: the {ci_level(table)} confidence interval (bootstrap over tasks). "
         "Green: best method for that metric (↓ lower is better, ↑ higher, →x closest to x)."
@@ -194,6 +196,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
             for r in runs
         ],
         "tables": {t.task_kind: table_to_json(t) for t in tables},
+        "calibration": calibration_payload(runs),
         "figures": [{"section": s.title, "title": f.title, "caption": f.caption} for s in sections for f in s.figures],
     }
     (out / "report.json").write_text(json.dumps(_clean(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -6,6 +6,8 @@ A run directory, as written by :mod:`bayesmeta.evaluation`::
     RUN_DIR/eval/summary.json        {"method", "task_kind", "n_tasks",
                                       "metrics": {name: {"mean","low","high","n","level","method"}}}
     RUN_DIR/eval/per_task.jsonl      one JSON object per task: metric name -> float
+    RUN_DIR/eval/calibrated_per_task.jsonl  optional (``evaluate --calibrate``): per-task metrics
+                                     after the calibrator described in summary.json["calibrated"]
     RUN_DIR/eval/predictions.pt      optional; plain tensors, loaded with weights_only=True:
                                      classification {"sample_log_probs" [M,T,Q,C], "targets" [T,Q]}
                                      regression {"sample_mean", "sample_variance" [M,T,Q,Dy],
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from bayesmeta.calibration import TemperatureScaling, VarianceScaling
 from bayesmeta.exceptions import BayesMetaError, DataError, InvalidValueError
 from bayesmeta.metrics.aggregation import mean_ci
 from bayesmeta.metrics.task_metrics import METRIC_INFO
@@ -50,6 +53,10 @@ class RunResult:
         predictive: the predictive rebuilt from ``predictions.pt``, or None.
         targets: its targets, or None.
         query_mask: optional ``[T, Q]`` bool mask.
+        calibrated: ``summary.json``'s ``calibrated`` section (calibrator, metrics), or None.
+        calibrated_per_task: metric name -> ``[T]`` after calibration.
+        calibrated_predictive: the predictive after a scaling calibrator (rebuilt from the
+            saved temperature or scale), or None.
     """
 
     run_dir: Path
@@ -62,6 +69,9 @@ class RunResult:
     predictive: CategoricalPredictive | GaussianPredictive | None = None
     targets: torch.Tensor | None = None
     query_mask: torch.Tensor | None = None
+    calibrated: dict[str, Any] | None = None
+    calibrated_per_task: dict[str, np.ndarray] = field(default_factory=dict)
+    calibrated_predictive: CategoricalPredictive | GaussianPredictive | None = None
 
 
 def _read_json(path: Path) -> Any:
@@ -152,7 +162,28 @@ def load_run(run_dir: str | Path) -> RunResult:
             metrics[name] = mean_ci(finite).to_dict()
     pred, targets, mask = _read_predictions(rd / "eval" / "predictions.pt", kind)
     n_tasks = int(summary.get("n_tasks") or (next(iter(per_task.values())).size if per_task else 0))
-    return RunResult(rd, str(method), str(method), kind, n_tasks, metrics, per_task, pred, targets, mask)
+    run = RunResult(rd, str(method), str(method), kind, n_tasks, metrics, per_task, pred, targets, mask)
+    _read_calibrated(run, summary, summary_path)
+    return run
+
+
+def _read_calibrated(run: RunResult, summary: dict[str, Any], summary_path: Path) -> None:
+    """Fill the calibrated fields of ``run`` from ``summary.json`` and ``calibrated_per_task.jsonl``."""
+    cal = summary.get("calibrated")
+    if cal is None:
+        return
+    if not isinstance(cal, dict) or not isinstance(cal.get("calibrator"), dict) or not isinstance(cal.get("metrics"), dict):
+        raise DataError(f"{summary_path}: expected 'calibrated' to hold 'calibrator' and 'metrics' objects, got {cal!r}")
+    run.calibrated = cal
+    run.calibrated_per_task = _read_per_task(run.run_dir / "eval" / "calibrated_per_task.jsonl")
+    info = cal["calibrator"]
+    try:
+        if info.get("name") == "temperature_scaling" and isinstance(run.predictive, CategoricalPredictive):
+            run.calibrated_predictive = TemperatureScaling(float(info["temperature"]))(run.predictive)
+        elif info.get("name") == "variance_scaling" and isinstance(run.predictive, GaussianPredictive):
+            run.calibrated_predictive = VarianceScaling(float(info["scale"]))(run.predictive)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{summary_path}: calibrator {info!r} cannot be applied: {e}") from e
 
 
 def load_runs(run_dirs: list[str | Path] | list[Path]) -> list[RunResult]:
