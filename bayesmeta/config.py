@@ -33,6 +33,7 @@ from bayesmeta.inference.base import MetaLearner
 from bayesmeta.inference.bmaml import BMAML
 from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT
+from bayesmeta.inference.ensemble import Ensemble
 from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.maml import MAML
 from bayesmeta.inference.platipus import PLATIPUS
@@ -114,6 +115,8 @@ METHODS: Mapping[str, MethodSpec] = {
     "cnp": MethodSpec(CNP, backbone=False),
     "np": MethodSpec(NP, backbone=False),
     "anp": MethodSpec(ANP, backbone=False),
+    # method: {name: ensemble, base: {name: maml, ...}, members: 5, seed: 0}; model as for the base
+    "ensemble": MethodSpec(Ensemble),
 }
 
 MODELS: Mapping[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
@@ -233,6 +236,9 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     method = _pick("method", METHODS, cfg["method"])
     spec = METHODS[method]
     _check_keys("method", cfg["method"], ("name", *spec.cls.config_keys))
+    if method == "ensemble":
+        cfg["method"] = _resolve_ensemble(cfg["method"])
+        spec = METHODS[cfg["method"]["base"]["name"]]
     task_name = _pick("tasks", TASKS, cfg["tasks"])
     tspec = TASKS[task_name]
     _check_keys("tasks", cfg["tasks"], ("name", *tspec.keys))
@@ -265,6 +271,24 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _resolve_ensemble(method: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``method: {name: ensemble, base: {...}, members: M, seed: s}`` (members default 5)."""
+    out = dict(method)
+    base = out.get("base")
+    if not isinstance(base, Mapping):
+        raise ConfigError("method.base: an ensemble needs the member learner's method, e.g. base: {name: maml}")
+    name = _pick("method.base", {k: v for k, v in METHODS.items() if k != "ensemble"}, base)
+    _check_keys("method.base", base, ("name", *METHODS[name].cls.config_keys))
+    out["base"] = dict(base)
+    members = out.setdefault("members", 5)
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ConfigError(f"method.members: expected an integer >= 1, got {members!r}")
+    seed = out.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"method.seed: expected an integer, got {seed!r}")
+    return out
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and :func:`resolve_config` it."""
     p = Path(path)
@@ -292,7 +316,16 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
 
 
 def build_learner(cfg: Mapping[str, Any]) -> MetaLearner:
-    """The learner (with a freshly initialized backbone) of a resolved config."""
+    """The learner (with a freshly initialized backbone) of a resolved config.
+
+    An ensemble builds its base learner ``members`` times, member k under the seed
+    ``method.seed + k`` (``method.seed`` defaults to ``training.seed``).
+    """
+    if cfg["method"]["name"] == "ensemble":
+        base_cfg = {**cfg, "method": cfg["method"]["base"]}
+        seed = cfg["method"].get("seed")
+        seed = int(cfg.get("training", {}).get("seed", 0) if seed is None else seed)
+        return Ensemble(lambda: build_learner(base_cfg), n_members=int(cfg["method"]["members"]), seed=seed)
     spec = METHODS[cfg["method"]["name"]]
     opts = {**{k: v for k, v in cfg["method"].items() if k != "name"}, **spec.fixed}
     params = inspect.signature(spec.cls.__init__).parameters

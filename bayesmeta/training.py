@@ -277,7 +277,10 @@ class MetaTrainer:
                     )
                 out.loss.backward()
                 if self.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.learner.parameters(), self.grad_clip)
+                    # learners made of independent parts (Ensemble) clip each part on its own
+                    groups = getattr(self.learner, "grad_clip_groups", None)
+                    for params in groups() if groups is not None else [self.learner.parameters()]:
+                        torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
                 self.optimizer.step()
                 self.step += 1
                 record = {"step": self.step, "loss": float(out.loss.detach()), **out.metrics}

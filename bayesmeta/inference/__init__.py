@@ -6,6 +6,7 @@
 | gradient, particles / Gaussian | :class:`BMAML` (SVGD), :class:`PLATIPUS` |
 | amortized | :class:`ProtoNet`, :class:`VERSA`, :class:`CNP`, :class:`NP`, :class:`ANP` |
 | conjugate | :class:`DKT` (deep-kernel GP) |
+| any | :class:`Ensemble` (uniform mixture of M independently initialized learners) |
 """
 
 from bayesmeta.inference.anp import ANP
@@ -13,6 +14,7 @@ from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.bmaml import BMAML, ParticlePosterior
 from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT, DKTPosterior
+from bayesmeta.inference.ensemble import Ensemble, EnsemblePosterior
 from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.maml import MAML, MAMLPosterior
 from bayesmeta.inference.neural_process import NeuralProcessPosterior
@@ -26,6 +28,8 @@ __all__ = [
     "CNP",
     "DKT",
     "DKTPosterior",
+    "Ensemble",
+    "EnsemblePosterior",
     "MAML",
     "MAMLPosterior",
     "MetaLearner",

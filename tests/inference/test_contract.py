@@ -19,6 +19,7 @@ from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.bmaml import BMAML
 from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT
+from bayesmeta.inference.ensemble import Ensemble
 from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.platipus import PLATIPUS
 from bayesmeta.inference.versa import VERSA
@@ -91,6 +92,15 @@ LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]
     "cnp": (lambda: CNP(hidden=16, r_dim=16), regression_batch),
     "np": (lambda: NP(hidden=16, r_dim=16, z_dim=8, n_samples=3), regression_batch),
     "anp": (lambda: ANP(hidden=16, r_dim=16, z_dim=8, n_samples=3), regression_batch),
+    # ensembles (issue 12): a deterministic, a sampling and a classification base
+    "ensemble-maml-regression": (
+        lambda: Ensemble(lambda: MAML(MLP(1, 1, hidden=(8,)), task_kind="regression"), n_members=2), regression_batch
+    ),
+    "ensemble-platipus-regression": (
+        lambda: Ensemble(lambda: PLATIPUS(MLP(1, 1, hidden=(8,)), n_samples=2, task_kind="regression"), n_members=2),
+        regression_batch,
+    ),
+    "ensemble-protonet": (lambda: Ensemble(lambda: ProtoNet(Conv4(hidden=8)), n_members=2), classification_batch),
 }
 
 
