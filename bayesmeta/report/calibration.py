@@ -42,9 +42,9 @@ def _scaled_block(runs: list[RunResult], kind: str) -> FigureBlock | None:
             pairs.append((_label(r), reliability_diagram(r.calibrated_predictive, r.targets, 15, mask=r.query_mask)))
         return FigureBlock(
             "Reliability diagrams: raw vs calibrated",
-            "Each run before (left) and after (right) the scaling calibrator fitted on its validation episodes; "
+            "Each run (one row) before (left) and after (right) the scaling calibrator fitted on its validation episodes; "
             "same binning as above. Temperature scaling keeps every prediction and changes only confidence.",
-            to_png(reliability_figure(pairs)),
+            to_png(reliability_figure(pairs, max_cols=2)),
         )
     hists = []
     for r in have:
@@ -54,7 +54,7 @@ def _scaled_block(runs: list[RunResult], kind: str) -> FigureBlock | None:
         "PIT histograms: raw vs calibrated",
         "Each run before and after variance scaling (the predictive widened or narrowed about its mean by one "
         "factor fitted on validation episodes).",
-        to_png(pit_figure(hists)),
+        to_png(pit_figure(hists, max_cols=2)),
     )
 
 

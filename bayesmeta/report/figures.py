@@ -49,13 +49,13 @@ def _grid(n: int, width: float = 4.2, height: float = 3.8, max_cols: int = 3) ->
     return fig, axes[:n]
 
 
-def reliability_figure(diagrams: Sequence[tuple[str, ReliabilityDiagram]]) -> Figure:
-    """One top-label reliability diagram per method.
+def reliability_figure(diagrams: Sequence[tuple[str, ReliabilityDiagram]], max_cols: int = 3) -> Figure:
+    """One top-label reliability diagram per method (``max_cols`` per row; 2 puts raw/calibrated pairs in rows).
 
     Bars: accuracy per confidence bin; red hatched: the gap to the bin's mean confidence; dashed:
     the diagonal of perfect calibration; the numbers along the top are the bins' point counts.
     """
-    fig, axes = _grid(len(diagrams))
+    fig, axes = _grid(len(diagrams), max_cols=max_cols)
     for ax, (label, d) in zip(axes, diagrams, strict=True):
         lo, hi = d.bin_lower.numpy(), d.bin_upper.numpy()
         acc, conf, count = d.accuracy.numpy(), d.confidence.numpy(), d.count.numpy()
@@ -82,9 +82,9 @@ def reliability_figure(diagrams: Sequence[tuple[str, ReliabilityDiagram]]) -> Fi
     return fig
 
 
-def pit_figure(histograms: Sequence[tuple[str, np.ndarray]]) -> Figure:
+def pit_figure(histograms: Sequence[tuple[str, np.ndarray]], max_cols: int = 3) -> Figure:
     """PIT histograms (density) per method, with the Uniform(0, 1) density a calibrated model gives."""
-    fig, axes = _grid(len(histograms))
+    fig, axes = _grid(len(histograms), max_cols=max_cols)
     for ax, (label, counts) in zip(axes, histograms, strict=True):
         k = counts.shape[0]
         n = int(counts.sum())
