@@ -65,6 +65,9 @@ from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Pred
 
 __all__ = ["SplitConformal", "conformal_quantile", "min_calibration_points"]
 
+#: other names users reach for: the CQR score is a quantile score; "normalized" is a normalized residual
+_ALIASES = {"quantile": "cqr", "normalized_residual": "normalized", "residual": "absolute"}
+
 # (n + 1)(1 - alpha) is a rational number; float error must not push an exact integer up by one.
 _CEIL_EPS = 1e-9
 
@@ -102,7 +105,8 @@ class SplitConformal:
     Args:
         alpha: miscoverage level in (0, 1); sets cover with probability >= ``1 - alpha``.
         score: ``"lac"``, ``"aps"`` or ``"raps"`` for a CategoricalPredictive; ``"normalized"``
-            (``|y - mu| / sigma``), ``"absolute"`` or ``"cqr"`` for a GaussianPredictive. ``None``
+            (``|y - mu| / sigma``; alias ``"normalized_residual"``), ``"absolute"`` (``|y - mu|``;
+            alias ``"residual"``) or ``"cqr"`` (alias ``"quantile"``) for a GaussianPredictive. ``None``
             picks ``"lac"`` or ``"normalized"`` from the predictive given to :meth:`fit`.
         by_class: Mondrian conformal, one quantile per class (classification only).
         randomized: randomized APS/RAPS scores (see the module docstring); ignored by the others.
@@ -135,6 +139,7 @@ class SplitConformal:
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 < float(alpha) < 1.0:
             raise InvalidValueError(f"alpha: expected a miscoverage level in (0, 1), got {alpha!r}")
         valid = (*CLASSIFICATION_SCORES, *REGRESSION_SCORES)
+        score = _ALIASES.get(score, score) if isinstance(score, str) else score
         if score is not None and score not in valid:
             raise InvalidValueError(f"score: expected one of {', '.join(valid)} (or None), got {score!r}")
         if by_class and score in REGRESSION_SCORES:

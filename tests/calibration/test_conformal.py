@@ -145,6 +145,12 @@ def test_regression_coverage_of_a_miscalibrated_predictive(score: str) -> None:
     assert float(((y_test >= lo) & (y_test <= hi)).double().mean()) < 0.6
 
 
+def test_score_aliases() -> None:
+    assert SplitConformal(score="quantile").score == "cqr"
+    assert SplitConformal(score="normalized_residual").score == "normalized"
+    assert SplitConformal(score="residual").score == "absolute"
+
+
 def test_normalized_intervals_adapt_to_the_predictive_scale() -> None:
     g = torch.Generator().manual_seed(4)
     cal, y_cal = _regression_data(500, g, sigma_scale=0.5)
