@@ -111,8 +111,12 @@ def _mapie_lac_qhat(probs: np.ndarray, y: np.ndarray, alpha: float) -> float | N
         def predict_proba(self, x: np.ndarray) -> np.ndarray:
             return x
 
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return x.argmax(1)
+
     m = SplitConformalClassifier(_Probs().fit(probs, y), confidence_level=1 - alpha, conformity_score="lac", prefit=True)
     m.conformalize(probs, y)
+    m.predict_set(probs[:1])  # MAPIE computes its quantile when it first predicts
     return float(np.asarray(m._mapie_classifier.quantiles_).reshape(-1)[0])
 
 
