@@ -98,6 +98,7 @@ NAMES = sorted(LEARNERS)
 SAMPLING = {
     "bmaml-regression", "bmaml-classification", "platipus-regression", "platipus-classification",
     "versa-classification", "versa-regression", "np", "anp",
+    "ensemble-platipus-regression",  # an ensemble samples when its base learner does
 }
 
 
