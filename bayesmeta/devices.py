@@ -22,7 +22,7 @@ from bayesmeta.exceptions import ConfigError
 if TYPE_CHECKING:  # tasks.batch imports this module for TaskBatch.to
     from bayesmeta.tasks.batch import TaskBatch
 
-__all__ = ["DTYPES", "resolve_device", "resolve_dtype", "learner_device_dtype", "batch_to_learner"]
+__all__ = ["DTYPES", "check_device_name", "resolve_device", "resolve_dtype", "learner_device_dtype", "batch_to_learner"]
 
 #: Floating dtypes a run may use, by config name.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
@@ -37,6 +37,18 @@ def _available() -> str:
     if mps is not None and mps.is_available():
         have.append("mps")
     return ", ".join(have)
+
+
+def check_device_name(device: object, name: str = "device") -> str:
+    """Check the spelling of a device (``cpu``, ``cuda``, ``cuda:N``, ``mps``) without asking
+    whether this machine has it (a config written on a GPU machine still loads on a laptop).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if not isinstance(device, str | torch.device) or not _DEVICE_RE.match(str(device)):
+        raise ConfigError(f"{name}: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    return str(device)
 
 
 def resolve_device(device: str | torch.device | None, name: str = "device") -> torch.device:
@@ -56,9 +68,7 @@ def resolve_device(device: str | torch.device | None, name: str = "device") -> t
     """
     if device is None:
         return torch.device("cpu")
-    text = str(device)
-    if not isinstance(device, str | torch.device) or not _DEVICE_RE.match(text):
-        raise ConfigError(f"{name}: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    text = check_device_name(device, name)
     dev = torch.device(text)
     if dev.type == "cuda":
         if not torch.cuda.is_available():

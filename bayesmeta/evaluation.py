@@ -8,18 +8,30 @@ with a seeded bootstrap interval over tasks (:func:`bayesmeta.metrics.mean_ci`).
 On disk (``EvaluationResult.save``), a run's ``eval/`` folder holds ``summary.json``,
 ``per_task.jsonl`` (one line per task) and ``predictions.pt`` (plain tensors only, loadable with
 ``torch.load(weights_only=True)``), which ``bayesmeta report`` reads.
+
+At scale: ``episodes`` may be any iterable (:func:`bayesmeta.tasks.iter_episodes` draws one
+batch at a time), each batch is moved to the learner's device and dtype on entry, and only the
+per-task metrics and the predictive tensors (``M*T*Q*C`` floats, on the CPU) are kept. Episodes
+of different query sizes are padded to the largest with a ``query_mask`` (False on padding), so no
+prediction is dropped. An *episode fingerprint* (SHA-256 over every task's tensors, see
+:class:`EpisodeHasher`) is stored with the results: two runs are comparable task by task only
+when their fingerprints agree. The progress bar leaves one summary line with the wall time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from bayesmeta.devices import batch_to_learner
 from bayesmeta.exceptions import CheckpointError, InvalidValueError
 from bayesmeta.inference.base import MetaLearner
 from bayesmeta.io import atomic_torch_save, safe_torch_load
@@ -27,7 +39,7 @@ from bayesmeta.metrics import MeanCI, mean_ci, task_metrics
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import TaskBatch
 
-__all__ = ["EvaluationResult", "evaluate", "load_predictions", "format_table"]
+__all__ = ["EvaluationResult", "EpisodeHasher", "episode_fingerprint", "evaluate", "load_predictions", "format_table"]
 
 #: Metrics shown in the default results table, in order, when present.
 HEADLINE = ("accuracy", "mse", "nll", "ece", "brier", "pit_error", "coverage_90", "crps")
@@ -43,6 +55,12 @@ class EvaluationResult:
         per_task: metric name -> ``[T]`` tensor, one value per task over all episodes.
         summary: metric name -> mean and 95% CI over tasks.
         predictions: plain tensors of the predictive and targets (see module docstring).
+        episode_fingerprint: SHA-256 of the evaluated tasks (:class:`EpisodeHasher`); equal
+            fingerprints mean the very same tasks in the same order.
+        wall_seconds: wall-clock time of the evaluation loop.
+        protocol: how the result was obtained (method options, model, tasks, steps trained,
+            seeds, versions...), filled in by :func:`bayesmeta.runs.evaluate_run`; saved in
+            ``summary.json`` for reports.
     """
 
     method: str
@@ -50,6 +68,9 @@ class EvaluationResult:
     per_task: dict[str, torch.Tensor]
     summary: dict[str, MeanCI]
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
+    episode_fingerprint: str = ""
+    wall_seconds: float = 0.0
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_tasks(self) -> int:
@@ -64,9 +85,12 @@ class EvaluationResult:
             "method": self.method,
             "task_kind": self.task_kind,
             "n_tasks": self.n_tasks,
+            "episode_fingerprint": self.episode_fingerprint,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "protocol": self.protocol,
             "metrics": {k: v.to_dict() for k, v in self.summary.items()},
         }
-        (d / "summary.json").write_text(json.dumps(summary, indent=2))
+        (d / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         names = list(self.per_task)
         lines = [
             json.dumps({n: float(self.per_task[n][i]) for n in names}) for i in range(self.n_tasks)
@@ -81,95 +105,179 @@ class EvaluationResult:
         return format_table([self])
 
 
-def _collect(pred: Predictive, batch: TaskBatch) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    if isinstance(pred, CategoricalPredictive):
-        out["sample_log_probs"] = pred.sample_log_probs.detach().float().cpu()
-    elif isinstance(pred, GaussianPredictive):
-        out["sample_mean"] = pred.sample_mean.detach().float().cpu()
-        out["sample_variance"] = pred.sample_variance.detach().float().cpu()
-    out["targets"] = batch.query_y.detach().cpu()
-    if batch.query_mask is not None:
-        out["query_mask"] = batch.query_mask.cpu()
-    return out
+class EpisodeHasher:
+    """Incremental SHA-256 over evaluation tasks, independent of how tasks are batched.
+
+    Each task contributes its ``n_way``, then each of support x/y and query x/y restricted to its
+    present points (padding ignored), as shape, dtype and raw bytes. So the fingerprint changes
+    with any task, label, input value or order, and not with ``tasks_per_batch`` or padding.
+    It is computed on the tensors as drawn (before any move to a device or dtype).
+    """
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256(b"bayesmeta-episodes-v1")
+        self.n_tasks = 0
+
+    def _tensor(self, t: torch.Tensor) -> None:
+        t = t.detach().cpu().contiguous()
+        self._h.update(f"{list(t.shape)}{t.dtype}".encode())
+        self._h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+
+    def update(self, batch: TaskBatch) -> None:
+        """Add every task of ``batch`` in order."""
+        for t in range(batch.n_tasks):
+            self._h.update(f"task n_way={batch.n_way}".encode())
+            for x, y, m in (
+                (batch.support_x, batch.support_y, batch.support_mask),
+                (batch.query_x, batch.query_y, batch.query_mask),
+            ):
+                keep = m[t] if m is not None else slice(None)
+                self._tensor(x[t][keep])
+                self._tensor(y[t][keep])
+            self.n_tasks += 1
+
+    def hexdigest(self) -> str:
+        """The fingerprint so far (64 hex digits)."""
+        return self._h.hexdigest()
 
 
-def _task_chunks(batch: TaskBatch, size: int | None) -> list[TaskBatch]:
-    """``batch`` split into consecutive groups of at most ``size`` tasks."""
-    if size is None or batch.n_tasks <= size:
-        return [batch]
-    return [batch.index(slice(i, i + size)) for i in range(0, batch.n_tasks, size)]
+def episode_fingerprint(episodes: Iterable[TaskBatch]) -> str:
+    """SHA-256 of a list of evaluation episodes (see :class:`EpisodeHasher`)."""
+    h = EpisodeHasher()
+    for b in episodes:
+        h.update(b)
+    return h.hexdigest()
+
+
+class _PredictionBuffer:
+    """Per-batch predictive tensors kept on the CPU in float32, joined once at the end.
+
+    Batches may differ in query size Q: they are padded to the largest Q and a ``query_mask``
+    (False on padding) is added, so every prediction is kept (reports and metrics honour masks).
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[torch.Tensor]] = {}
+
+    def add(self, pred: Predictive, batch: TaskBatch) -> None:
+        out: dict[str, torch.Tensor] = {}
+        if isinstance(pred, CategoricalPredictive):
+            out["sample_log_probs"] = pred.sample_log_probs.detach().float().cpu()
+        elif isinstance(pred, GaussianPredictive):
+            out["sample_mean"] = pred.sample_mean.detach().float().cpu()
+            out["sample_variance"] = pred.sample_variance.detach().float().cpu()
+        y = batch.query_y.detach().cpu()
+        out["targets"] = y.float() if y.is_floating_point() else y
+        q = batch.query_x.shape[1]
+        mask = batch.query_mask
+        out["query_mask"] = (mask.cpu() if mask is not None else torch.ones(batch.n_tasks, q, dtype=torch.bool))
+        for k, v in out.items():
+            self.parts.setdefault(k, []).append(v)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        if not self.parts:
+            return {}
+        q_max = max(m.shape[1] for m in self.parts["query_mask"])
+        ragged = any(m.shape[1] != q_max for m in self.parts["query_mask"])
+        out: dict[str, torch.Tensor] = {}
+        for k, parts in self.parts.items():
+            q_dim = 2 if k.startswith("sample_") else 1  # [M, T, Q, ...] or [T, Q, ...]
+            t_dim = q_dim - 1
+            padded = []
+            for v in parts:
+                pad = q_max - v.shape[q_dim]
+                if pad:
+                    shape = list(v.shape)
+                    shape[q_dim] = pad
+                    # padding: log-prob 0 / mean 0 / variance 1 / label 0 keep every metric finite;
+                    # the mask (False there) keeps them out of every number.
+                    fill = 1.0 if k == "sample_variance" else 0
+                    v = torch.cat([v, torch.full(shape, fill, dtype=v.dtype)], dim=q_dim)
+                padded.append(v)
+            out[k] = torch.cat(padded, dim=t_dim)
+            parts.clear()
+        if not ragged and bool(out["query_mask"].all()):
+            del out["query_mask"]  # no padding anywhere: files stay as small as before
+        return out
 
 
 def evaluate(
     learner: MetaLearner,
-    episodes: Sequence[TaskBatch],
+    episodes: Iterable[TaskBatch],
     *,
     method: str | None = None,
     keep_predictions: bool = True,
     progress: bool = True,
     seed: int = 0,
-    max_tasks_per_call: int | None = 4,
+    total: int | None = None,
 ) -> EvaluationResult:
-    """Evaluate ``learner`` on a fixed list of episodes.
+    """Evaluate ``learner`` on fixed episodes.
 
     Args:
-        learner: any :class:`~bayesmeta.inference.MetaLearner`.
-        episodes: task batches, e.g. from :func:`bayesmeta.tasks.fixed_episodes`; every method
-            compared should get the very same list.
+        learner: any :class:`~bayesmeta.inference.MetaLearner`; batches are moved to its device
+            and dtype on entry.
+        episodes: task batches, e.g. :func:`bayesmeta.tasks.fixed_episodes` (a list) or
+            :func:`bayesmeta.tasks.iter_episodes` (drawn one batch at a time, so they are never
+            all in memory); every method compared should get the very same tasks.
         method: label for tables; defaults to the learner's class name.
         keep_predictions: keep the predictive tensors for reports (memory: M*T*Q*C floats).
-        progress: show a tqdm bar.
+        progress: show a tqdm bar, and a one-line summary with the wall time when done.
         seed: seed of the bootstrap intervals and of any sampling inside ``predict`` (the global
-            torch RNG state is restored afterwards). The RNG is re-seeded before every learner
-            call and sampling learners draw per-task noise (DESIGN.md section 4), so a task's
-            numbers do not depend on which episode or call it is evaluated in.
-        max_tasks_per_call: split each episode into calls of at most this many tasks (``None``:
-            whole episodes), so that peak memory does not grow with ``tasks_per_batch``. The
-            per-task results do not depend on it.
+            torch RNG state is restored afterwards).
+        total: number of batches for the progress bar when ``episodes`` has no ``len``.
 
     Returns:
-        :class:`EvaluationResult` over all tasks of all episodes.
+        :class:`EvaluationResult` over all tasks of all episodes, with the episode fingerprint
+        and the wall time.
+
+    Raises:
+        InvalidValueError: no episodes.
     """
-    if len(episodes) == 0:
+    if isinstance(episodes, Sized) and len(episodes) == 0:
         raise InvalidValueError("episodes: expected at least one TaskBatch, got an empty sequence")
-    if max_tasks_per_call is not None and (
-        isinstance(max_tasks_per_call, bool) or not isinstance(max_tasks_per_call, int) or max_tasks_per_call < 1
-    ):
-        raise InvalidValueError(f"max_tasks_per_call: expected a positive int or None, got {max_tasks_per_call!r}")
     was_training = learner.training
     learner.eval()
     per_task: dict[str, list[torch.Tensor]] = {}
-    preds: dict[str, list[torch.Tensor]] = {}
-    kind = "classification" if episodes[0].is_classification else "regression"
+    buffer = _PredictionBuffer()
+    hasher = EpisodeHasher()
+    kind: str | None = None
+    n_total = len(episodes) if isinstance(episodes, Sized) else total
     rng_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     torch.manual_seed(seed)
+    start = time.perf_counter()
+    bar = tqdm(episodes, total=n_total, desc="evaluate", unit="batch", disable=not progress, leave=False)
     try:
         with torch.no_grad():
-            for episode in tqdm(episodes, desc="evaluate", disable=not progress, leave=False):
-                for batch in _task_chunks(episode, max_tasks_per_call):
-                    torch.manual_seed(seed)
-                    pred = learner(batch)
-                    for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
-                        per_task.setdefault(k, []).append(v.detach().double().cpu())
-                    if keep_predictions:
-                        for k, v in _collect(pred, batch).items():
-                            preds.setdefault(k, []).append(v)
+            for batch in bar:
+                hasher.update(batch)
+                if kind is None:
+                    kind = "classification" if batch.is_classification else "regression"
+                batch = batch_to_learner(batch, learner)
+                pred = learner(batch)
+                for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
+                    per_task.setdefault(k, []).append(v.detach().double().cpu())
+                if keep_predictions:
+                    buffer.add(pred, batch)
+                del pred, batch  # free the batch's activations before drawing the next one
     finally:
+        bar.close()
         torch.set_rng_state(rng_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
         learner.train(was_training)
+    wall = time.perf_counter() - start
+    if kind is None:
+        raise InvalidValueError("episodes: expected at least one TaskBatch, got none")
     cat = {k: torch.cat(v) for k, v in per_task.items()}
-    predictions: dict[str, torch.Tensor] = {}
-    for k, v in preds.items():
-        try:
-            # Sample dim first for predictive tensors; the task dim is where episodes stack.
-            predictions[k] = torch.cat(v, dim=1 if k.startswith("sample_") else 0)
-        except RuntimeError:
-            # Episodes of different query sizes cannot be stacked; reports then use per-task data.
-            predictions = {}
-            break
+    label = method or type(learner).__name__
+    if progress:
+        tqdm.write(
+            f"evaluate: {label} on {hasher.n_tasks} tasks in {wall:.1f} s "
+            f"({hasher.n_tasks / max(wall, 1e-9):.1f} tasks/s)"
+        )
     summary = {k: mean_ci(v, seed=seed) for k, v in cat.items() if bool(torch.isfinite(v).all())}
-    return EvaluationResult(method or type(learner).__name__, kind, cat, summary, predictions)
+    return EvaluationResult(label, kind, cat, summary, buffer.result(), hasher.hexdigest(), wall)
 
 
 def load_predictions(eval_dir: str | Path) -> tuple[Predictive, torch.Tensor, torch.Tensor | None]:

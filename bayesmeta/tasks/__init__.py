@@ -2,7 +2,7 @@
 
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 from bayesmeta.tasks.datasets import OMNIGLOT_SPLITS, LabelledDataset, omniglot, omniglot_splits
-from bayesmeta.tasks.episodes import TaskSource, concat_tasks, fixed_episodes
+from bayesmeta.tasks.episodes import TaskSource, concat_tasks, fixed_episodes, iter_episodes
 from bayesmeta.tasks.gp_curves import GPCurves
 from bayesmeta.tasks.regression import LinearGaussian, Sinusoid, SinusoidParams
 from bayesmeta.tasks.sampler import EpisodeIndices, FewShotSampler
@@ -21,6 +21,7 @@ __all__ = [
     "OMNIGLOT_SPLITS",
     "TaskSource",
     "fixed_episodes",
+    "iter_episodes",
     "concat_tasks",
     "GPCurves",
 ]
