@@ -71,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="bayesmeta", description="Bayesian meta-learning: train, evaluate, report.")
     p.add_argument("--version", action="version", version=f"bayesmeta {__version__}", help="print the version and exit")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
+        help="train, evaluate, report or demo; `bayesmeta COMMAND --help` for its options",
+    )
 
     t = sub.add_parser(
         "train",

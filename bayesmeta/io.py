@@ -59,7 +59,7 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 def _refused_object(message: str) -> str:
     """What torch's weights-only unpickler refused, without its advice to retry with
     ``weights_only=False`` (which would execute the file's code)."""
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    m = re.search(r"GLOBAL ([\w.]+)", message)
     if m:
         return f"global {m.group(1)}"
     m = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
