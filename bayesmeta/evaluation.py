@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
@@ -274,7 +275,8 @@ def evaluate(
     if progress:
         tqdm.write(
             f"evaluate: {label} on {hasher.n_tasks} tasks in {wall:.1f} s "
-            f"({hasher.n_tasks / max(wall, 1e-9):.1f} tasks/s)"
+            f"({hasher.n_tasks / max(wall, 1e-9):.1f} tasks/s)",
+            file=sys.stderr,
         )
     summary = {k: mean_ci(v, seed=seed) for k, v in cat.items() if bool(torch.isfinite(v).all())}
     return EvaluationResult(label, kind, cat, summary, buffer.result(), hasher.hexdigest(), wall)
