@@ -104,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
         help="best: the validation-best checkpoint (falls back to last); last: the latest (default: best)",
     )
     e.add_argument("--episodes", type=_positive_int, default=None, help="override evaluation.n_episodes")
+    e.add_argument(
+        "--task-chunk", type=_positive_int, default=1, metavar="N",
+        help="tasks per forward pass: bounds peak memory, never changes the results (default: 1)",
+    )
     _add_placement(e, "the run's")
     e.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line is also left out)")
 
@@ -150,7 +154,7 @@ def _run(args: argparse.Namespace) -> None:
 
         result = evaluate_run(
             args.run_dir, checkpoint=args.checkpoint, n_episodes=args.episodes, device=args.device, dtype=args.dtype,
-            progress=not args.no_progress,
+            task_chunk=args.task_chunk, progress=not args.no_progress,
         )
         print(result.table())
         print(f"per-task results in {args.run_dir / 'eval'}")

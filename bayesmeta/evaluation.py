@@ -24,7 +24,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bayesmeta._validation import check_positive_int
 from bayesmeta.devices import batch_to_learner
 from bayesmeta.exceptions import CheckpointError, InvalidValueError
 from bayesmeta.inference.base import MetaLearner
@@ -202,6 +203,15 @@ class _PredictionBuffer:
         return out
 
 
+def _task_chunks(batch: TaskBatch, task_chunk: int | None) -> Iterator[TaskBatch]:
+    """``batch`` split into consecutive groups of at most ``task_chunk`` tasks."""
+    if task_chunk is None or batch.n_tasks <= task_chunk:
+        yield batch
+        return
+    for start in range(0, batch.n_tasks, task_chunk):
+        yield batch.index(slice(start, start + task_chunk))
+
+
 def evaluate(
     learner: MetaLearner,
     episodes: Iterable[TaskBatch],
@@ -211,6 +221,7 @@ def evaluate(
     progress: bool = True,
     seed: int = 0,
     total: int | None = None,
+    task_chunk: int | None = None,
 ) -> EvaluationResult:
     """Evaluate ``learner`` on fixed episodes.
 
@@ -226,6 +237,9 @@ def evaluate(
         seed: seed of the bootstrap intervals and of any sampling inside ``predict`` (the global
             torch RNG state is restored afterwards).
         total: number of batches for the progress bar when ``episodes`` has no ``len``.
+        task_chunk: at most this many tasks per forward pass (``None``: a whole batch). Peak
+            memory is the activations of one pass, so this bounds it; the numbers do not change
+            (predictions of a task depend only on that task, DESIGN.md section 4).
 
     Returns:
         :class:`EvaluationResult` over all tasks of all episodes, with the episode fingerprint
@@ -234,6 +248,8 @@ def evaluate(
     Raises:
         InvalidValueError: no episodes.
     """
+    if task_chunk is not None:
+        check_positive_int("task_chunk", task_chunk)
     if isinstance(episodes, Sized) and len(episodes) == 0:
         raise InvalidValueError("episodes: expected at least one TaskBatch, got an empty sequence")
     was_training = learner.training
@@ -250,17 +266,18 @@ def evaluate(
     bar = tqdm(episodes, total=n_total, desc="evaluate", unit="batch", disable=not progress, leave=False)
     try:
         with torch.no_grad():
-            for batch in bar:
-                hasher.update(batch)
+            for episode in bar:
+                hasher.update(episode)
                 if kind is None:
-                    kind = "classification" if batch.is_classification else "regression"
-                batch = batch_to_learner(batch, learner)
-                pred = learner(batch)
-                for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
-                    per_task.setdefault(k, []).append(v.detach().double().cpu())
-                if keep_predictions:
-                    buffer.add(pred, batch)
-                del pred, batch  # free the batch's activations before drawing the next one
+                    kind = "classification" if episode.is_classification else "regression"
+                for batch in _task_chunks(episode, task_chunk):
+                    batch = batch_to_learner(batch, learner)
+                    pred = learner(batch)
+                    for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
+                        per_task.setdefault(k, []).append(v.detach().double().cpu())
+                    if keep_predictions:
+                        buffer.add(pred, batch)
+                    del pred, batch  # free the activations before the next forward pass
     finally:
         bar.close()
         torch.set_rng_state(rng_state)

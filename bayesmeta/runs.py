@@ -293,6 +293,7 @@ def evaluate_run(
     out_dir: str | Path | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    task_chunk: int | None = 1,
     progress: bool = True,
 ) -> EvaluationResult:
     """Evaluate a trained run on its fixed test episodes and write the results.
@@ -310,6 +311,8 @@ def evaluate_run(
         out_dir: where to write (default ``run_dir/eval``).
         device: where to evaluate (default: the run's ``training.device``).
         dtype: ``float32``/``float64`` (default: the run's ``training.dtype``).
+        task_chunk: tasks per forward pass (default 1: peak memory of one task's activations;
+            ``None``: whole batches of ``evaluation.tasks_per_batch``). Results do not depend on it.
         progress: tqdm bar and a summary line.
     """
     learner, cfg, loaded = _load(run_dir, checkpoint, device, dtype)
@@ -321,7 +324,8 @@ def evaluate_run(
         cfg = resolve_config(cfg, check_build=False)
     episodes, n_batches = build_episode_stream(cfg, "test")
     result = evaluate(
-        learner, episodes, method=cfg["method"]["name"], progress=progress, seed=cfg["evaluation"]["seed"], total=n_batches
+        learner, episodes, method=cfg["method"]["name"], progress=progress, seed=cfg["evaluation"]["seed"],
+        total=n_batches, task_chunk=task_chunk,
     )
     result.protocol = _protocol(cfg, loaded, learner)
     result.save(Path(out_dir) if out_dir is not None else Path(run_dir) / "eval")
