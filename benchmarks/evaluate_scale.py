@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/evaluate_scale.py --code ROOT --run-dir RUN [--episodes N] [--label NAME]
+    python benchmarks/evaluate_scale.py --code ROOT --run-dir RUN [--episodes N] [--task-chunk N] [--label NAME]
 
 Runs ``bayesmeta evaluate RUN --no-progress`` with ``ROOT`` first on ``PYTHONPATH`` (so an older
 checkout can be measured against this one), torch at one thread, and prints one JSON object:
@@ -20,9 +20,9 @@ import sys
 import time
 
 
-def measure(code: str, run_dir: str, episodes: int | None) -> dict[str, float]:
+def measure(code: str, run_dir: str, episodes: int | None, extra: list[str]) -> dict[str, float]:
     """One evaluation in a fresh process: ``{"wall_s", "peak_rss_mb"}``."""
-    argv = ["evaluate", run_dir, "--no-progress"] + ([] if episodes is None else ["--episodes", str(episodes)])
+    argv = ["evaluate", run_dir, "--no-progress", *extra] + ([] if episodes is None else ["--episodes", str(episodes)])
     script = (
         "import sys, torch; torch.set_num_threads(1); from bayesmeta.cli import main; "
         f"sys.exit(main({argv!r}))"
@@ -44,8 +44,11 @@ def main() -> None:
     p.add_argument("--run-dir", required=True, help="a trained run directory")
     p.add_argument("--episodes", type=int, default=None, help="override evaluation.n_episodes")
     p.add_argument("--label", default="", help="name of this measurement in the JSON")
+    p.add_argument("--task-chunk", type=int, default=None, help="pass --task-chunk N (checkouts that have it)")
     a = p.parse_args()
-    print(json.dumps({"label": a.label, "run_dir": a.run_dir, "episodes": a.episodes, **measure(a.code, a.run_dir, a.episodes)}))
+    extra = [] if a.task_chunk is None else ["--task-chunk", str(a.task_chunk)]
+    res = measure(a.code, a.run_dir, a.episodes, extra)
+    print(json.dumps({"label": a.label, "run_dir": a.run_dir, "episodes": a.episodes, "task_chunk": a.task_chunk, **res}))
 
 
 if __name__ == "__main__":
