@@ -74,7 +74,7 @@ def resolve_device(device: str | torch.device | None, name: str = "device") -> t
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"{name}: {text!r} is not available (this torch build or machine has no CUDA device); "
-                f"available: {_available()}"
+                f"available: {_available()} (e.g. --device cpu)"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(
