@@ -105,8 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--episodes", type=_positive_int, default=None, help="override evaluation.n_episodes")
     e.add_argument(
-        "--task-chunk", type=_positive_int, default=1, metavar="N",
-        help="tasks per forward pass: bounds peak memory, never changes the results (default: 1)",
+        "--max-tasks-per-call", type=_positive_int, default=1, metavar="N",
+        help="tasks per learner call: bounds peak memory, never changes the per-task results (default: 1)",
     )
     _add_placement(e, "the run's")
     e.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line is also left out)")
@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> None:
 
         result = evaluate_run(
             args.run_dir, checkpoint=args.checkpoint, n_episodes=args.episodes, device=args.device, dtype=args.dtype,
-            task_chunk=args.task_chunk, progress=not args.no_progress,
+            max_tasks_per_call=args.max_tasks_per_call, progress=not args.no_progress,
         )
         print(result.table())
         print(f"per-task results in {args.run_dir / 'eval'}")

@@ -203,13 +203,13 @@ class _PredictionBuffer:
         return out
 
 
-def _task_chunks(batch: TaskBatch, task_chunk: int | None) -> Iterator[TaskBatch]:
-    """``batch`` split into consecutive groups of at most ``task_chunk`` tasks."""
-    if task_chunk is None or batch.n_tasks <= task_chunk:
+def _task_chunks(batch: TaskBatch, size: int | None) -> Iterator[TaskBatch]:
+    """``batch`` split into consecutive groups of at most ``size`` tasks."""
+    if size is None or batch.n_tasks <= size:
         yield batch
         return
-    for start in range(0, batch.n_tasks, task_chunk):
-        yield batch.index(slice(start, start + task_chunk))
+    for start in range(0, batch.n_tasks, size):
+        yield batch.index(slice(start, start + size))
 
 
 def evaluate(
@@ -221,7 +221,7 @@ def evaluate(
     progress: bool = True,
     seed: int = 0,
     total: int | None = None,
-    task_chunk: int | None = None,
+    max_tasks_per_call: int | None = 4,
 ) -> EvaluationResult:
     """Evaluate ``learner`` on fixed episodes.
 
@@ -235,11 +235,13 @@ def evaluate(
         keep_predictions: keep the predictive tensors for reports (memory: M*T*Q*C floats).
         progress: show a tqdm bar, and a one-line summary with the wall time when done.
         seed: seed of the bootstrap intervals and of any sampling inside ``predict`` (the global
-            torch RNG state is restored afterwards).
+            torch RNG state is restored afterwards). The RNG is re-seeded before every learner
+            call and sampling learners draw per-task noise (DESIGN.md section 4), so a task's
+            numbers do not depend on which episode or call it is evaluated in.
         total: number of batches for the progress bar when ``episodes`` has no ``len``.
-        task_chunk: at most this many tasks per forward pass (``None``: a whole batch). Peak
-            memory is the activations of one pass, so this bounds it; the numbers do not change
-            (predictions of a task depend only on that task, DESIGN.md section 4).
+        max_tasks_per_call: split each episode into calls of at most this many tasks (``None``:
+            whole episodes). Peak memory is the activations of one call, so this bounds it; the
+            per-task results do not depend on it (DESIGN.md section 4).
 
     Returns:
         :class:`EvaluationResult` over all tasks of all episodes, with the episode fingerprint
@@ -248,8 +250,8 @@ def evaluate(
     Raises:
         InvalidValueError: no episodes.
     """
-    if task_chunk is not None:
-        check_positive_int("task_chunk", task_chunk)
+    if max_tasks_per_call is not None:
+        check_positive_int("max_tasks_per_call", max_tasks_per_call)
     if isinstance(episodes, Sized) and len(episodes) == 0:
         raise InvalidValueError("episodes: expected at least one TaskBatch, got an empty sequence")
     was_training = learner.training
@@ -270,7 +272,8 @@ def evaluate(
                 hasher.update(episode)
                 if kind is None:
                     kind = "classification" if episode.is_classification else "regression"
-                for batch in _task_chunks(episode, task_chunk):
+                for batch in _task_chunks(episode, max_tasks_per_call):
+                    torch.manual_seed(seed)  # per call: a task's draws do not depend on its call
                     batch = batch_to_learner(batch, learner)
                     pred = learner(batch)
                     for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():

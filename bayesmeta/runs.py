@@ -293,7 +293,7 @@ def evaluate_run(
     out_dir: str | Path | None = None,
     device: str | None = None,
     dtype: str | None = None,
-    task_chunk: int | None = 1,
+    max_tasks_per_call: int | None = 1,
     progress: bool = True,
 ) -> EvaluationResult:
     """Evaluate a trained run on its fixed test episodes and write the results.
@@ -311,8 +311,9 @@ def evaluate_run(
         out_dir: where to write (default ``run_dir/eval``).
         device: where to evaluate (default: the run's ``training.device``).
         dtype: ``float32``/``float64`` (default: the run's ``training.dtype``).
-        task_chunk: tasks per forward pass (default 1: peak memory of one task's activations;
-            ``None``: whole batches of ``evaluation.tasks_per_batch``). Results do not depend on it.
+        max_tasks_per_call: tasks per learner call (default 1: peak memory of one task's
+            activations; ``None``: whole batches of ``evaluation.tasks_per_batch``). Per-task
+            results do not depend on it.
         progress: tqdm bar and a summary line.
     """
     learner, cfg, loaded = _load(run_dir, checkpoint, device, dtype)
@@ -325,7 +326,7 @@ def evaluate_run(
     episodes, n_batches = build_episode_stream(cfg, "test")
     result = evaluate(
         learner, episodes, method=cfg["method"]["name"], progress=progress, seed=cfg["evaluation"]["seed"],
-        total=n_batches, task_chunk=task_chunk,
+        total=n_batches, max_tasks_per_call=max_tasks_per_call,
     )
     result.protocol = _protocol(cfg, loaded, learner)
     result.save(Path(out_dir) if out_dir is not None else Path(run_dir) / "eval")

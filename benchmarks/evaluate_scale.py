@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/evaluate_scale.py --code ROOT --run-dir RUN [--episodes N] [--task-chunk N] [--label NAME]
+    python benchmarks/evaluate_scale.py --code ROOT --run-dir RUN [--episodes N] [--max-tasks-per-call N] [--label NAME]
 
 Runs ``bayesmeta evaluate RUN --no-progress`` with ``ROOT`` first on ``PYTHONPATH`` (so an older
 checkout can be measured against this one), torch at one thread, and prints one JSON object:
@@ -44,11 +44,11 @@ def main() -> None:
     p.add_argument("--run-dir", required=True, help="a trained run directory")
     p.add_argument("--episodes", type=int, default=None, help="override evaluation.n_episodes")
     p.add_argument("--label", default="", help="name of this measurement in the JSON")
-    p.add_argument("--task-chunk", type=int, default=None, help="pass --task-chunk N (checkouts that have it)")
+    p.add_argument("--max-tasks-per-call", type=int, default=None, help="pass --max-tasks-per-call N (checkouts that have it)")
     a = p.parse_args()
-    extra = [] if a.task_chunk is None else ["--task-chunk", str(a.task_chunk)]
+    extra = [] if a.max_tasks_per_call is None else ["--max-tasks-per-call", str(a.max_tasks_per_call)]
     res = measure(a.code, a.run_dir, a.episodes, extra)
-    print(json.dumps({"label": a.label, "run_dir": a.run_dir, "episodes": a.episodes, "task_chunk": a.task_chunk, **res}))
+    print(json.dumps({"label": a.label, "run_dir": a.run_dir, "episodes": a.episodes, "max_tasks_per_call": a.max_tasks_per_call, **res}))
 
 
 if __name__ == "__main__":

@@ -69,11 +69,11 @@ def test_classification_episodes_with_padding_and_masks() -> None:
 
 def test_task_chunks_do_not_change_the_numbers() -> None:
     src = Sinusoid(k_shot=3, n_query=4)
-    whole = evaluate(_maml(), iter_episodes(src, 7, seed=4, tasks_per_batch=4), progress=False)
-    chunked = evaluate(_maml(), iter_episodes(src, 7, seed=4, tasks_per_batch=4), progress=False, task_chunk=3)
+    whole = evaluate(_maml(), iter_episodes(src, 7, seed=4, tasks_per_batch=4), progress=False, max_tasks_per_call=None)
+    chunked = evaluate(_maml(), iter_episodes(src, 7, seed=4, tasks_per_batch=4), progress=False, max_tasks_per_call=3)
     assert whole.episode_fingerprint == chunked.episode_fingerprint
     for k in whole.per_task:
         # the same per-task computation in a smaller batch: equal up to float32 reduction order
         torch.testing.assert_close(whole.per_task[k], chunked.per_task[k], rtol=1e-5, atol=1e-6)
-    with pytest.raises(Exception, match="task_chunk"):
-        evaluate(_maml(), iter_episodes(src, 2, seed=4), progress=False, task_chunk=0)
+    with pytest.raises(Exception, match="max_tasks_per_call"):
+        evaluate(_maml(), iter_episodes(src, 2, seed=4), progress=False, max_tasks_per_call=0)
