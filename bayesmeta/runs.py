@@ -228,7 +228,9 @@ def _checkpoint_path(run_dir: str | Path, checkpoint: str) -> Path:
     if checkpoint == "best" and not path.exists():
         path = ckdir / "last.pt"
     if not path.exists():
-        raise CheckpointError(f"run_dir: {str(run_dir)!r} has no checkpoint yet (train it first: bayesmeta train)")
+        raise CheckpointError(
+            f"run_dir: {str(run_dir)!r} has no checkpoint yet ({path} not found; train it first: bayesmeta train)"
+        )
     return path
 
 
