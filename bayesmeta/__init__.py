@@ -32,6 +32,7 @@ from bayesmeta.inference import (
 from bayesmeta.models import MLP, Conv4
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks import (
+    ClinicalSampler,
     FewShotSampler,
     GPCurves,
     LinearGaussian,
@@ -39,6 +40,8 @@ from bayesmeta.tasks import (
     SupportSet,
     TaskBatch,
     fixed_episodes,
+    medmnist,
+    mednist,
     omniglot,
 )
 from bayesmeta.training import MetaTrainer, load_checkpoint
@@ -56,6 +59,7 @@ __all__ = [
     "BayesMetaError",
     "CategoricalPredictive",
     "CheckpointError",
+    "ClinicalSampler",
     "ConfigError",
     "Conv4",
     "DataError",
@@ -81,5 +85,7 @@ __all__ = [
     "evaluate",
     "fixed_episodes",
     "load_checkpoint",
+    "medmnist",
+    "mednist",
     "omniglot",
 ]

@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"bayesmeta {__version__}", help="print the version and exit")
     sub = p.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
-        help="train, evaluate, report or demo; `bayesmeta COMMAND --help` for its options",
+        help="train, evaluate, report, study or demo; `bayesmeta COMMAND --help` for its options",
     )
 
     t = sub.add_parser(
@@ -120,6 +120,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="evaluated run directories (duplicates are ignored)")
     r.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report of the first run)")
 
+    s = sub.add_parser(
+        "study",
+        help="medical risk study: train each method, evaluate every dataset, one report",
+        description="Medical risk study: train each method, evaluate every dataset, one report.",
+    )
+    s.add_argument("config", type=Path, help="study YAML (see examples/configs/medical/)")
+    s.add_argument("--out", type=Path, default=None, help="output folder (default: runs/study/<config name>)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="override training.steps of every method")
+    s.add_argument("--episodes", type=_positive_int, default=None, help="override evaluation.n_episodes")
+    s.add_argument("--method", action="append", default=None, help="only this method label (repeatable)")
+    s.add_argument("--train-only", action="store_true", help="train, do not evaluate or report")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     d = sub.add_parser(
         "demo",
         help="MAML on sinusoids and ProtoNets on Omniglot 5-way 1-shot, end to end",
@@ -163,6 +176,15 @@ def _run(args: argparse.Namespace) -> None:
 
         out = args.out or (args.run_dirs[0] / "report")
         print(f"report written to {build_report(list(args.run_dirs), out)}")
+    elif args.command == "study":
+        from bayesmeta.study import run_study
+
+        out = args.out or Path("runs/study") / args.config.stem
+        res = run_study(
+            args.config, out, steps=args.steps, n_episodes=args.episodes, progress=not args.no_progress,
+            methods=args.method, evaluate_methods=not args.train_only,
+        )
+        print(f"study trained into {out}" if args.train_only else f"study report written to {res.report}")
     elif args.command == "demo":
         from bayesmeta.demo import run_demo
 

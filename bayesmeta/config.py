@@ -33,7 +33,7 @@ import yaml
 from torch import nn
 
 from bayesmeta.devices import DTYPES, check_device_name
-from bayesmeta.exceptions import BayesMetaError, ConfigError
+from bayesmeta.exceptions import BayesMetaError, ConfigError, ShapeError
 from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.base import MetaLearner
 from bayesmeta.inference.bmaml import BMAML
@@ -55,6 +55,7 @@ from bayesmeta.tasks import (
     omniglot,
 )
 from bayesmeta.tasks.episodes import TaskSource
+from bayesmeta.tasks.families import CLINICAL_KEYS, MEDICAL_FAMILIES, family_probe, medical_family
 from bayesmeta.tasks.gp_curves import GPCurves
 
 __all__ = [
@@ -136,6 +137,9 @@ class TaskSpec:
     kind: str
     build: Callable[[dict[str, Any], str], TaskSource]
     keys: tuple[str, ...]
+    #: image families: ``options -> LabelledDataset`` (test split) that the backbone is checked against
+    probe: Callable[[dict[str, Any]], Any] | None = None
+    #: the callable whose type hints the options are checked against at load time
     signature: Callable[..., Any] = FewShotSampler.__init__
 
 
@@ -160,18 +164,25 @@ def _keys(fn: Callable[..., Any], drop: tuple[str, ...] = ("self",)) -> tuple[st
 
 TASKS: Mapping[str, TaskSpec] = {
     "sinusoid": TaskSpec(
-        "regression", _regression_source(Sinusoid), _keys(Sinusoid.__init__, ("self", "dtype")), Sinusoid.__init__
+        "regression", _regression_source(Sinusoid), _keys(Sinusoid.__init__, ("self", "dtype")), signature=Sinusoid.__init__
     ),
     "linear_gaussian": TaskSpec(
         "regression", _regression_source(LinearGaussian), _keys(LinearGaussian.__init__, ("self", "dtype")),
-        LinearGaussian.__init__,
+        signature=LinearGaussian.__init__,
     ),
     "gp_curves": TaskSpec(
-        "regression", _regression_source(GPCurves), _keys(GPCurves.__init__, ("self", "dtype")), GPCurves.__init__
+        "regression", _regression_source(GPCurves), _keys(GPCurves.__init__, ("self", "dtype")), signature=GPCurves.__init__
     ),
     "omniglot": TaskSpec(
         "classification", _omniglot_source, ("n_way", "k_shot", "n_query", "rotations")
     ),
+    **{
+        fam: TaskSpec(
+            "classification", medical_family(fam), (*extra, *CLINICAL_KEYS),
+            lambda o, fam=fam: family_probe(fam, o),
+        )
+        for fam, extra in MEDICAL_FAMILIES.items()
+    },
 }
 
 
@@ -428,6 +439,18 @@ def _resolve_model(
     return model
 
 
+def _check_image_input(cfg: dict[str, Any], probe: Any) -> None:
+    """Image families: default ``in_channels`` from the data, refuse a mismatched backbone."""
+    from bayesmeta.tasks.medical import check_backbone_input
+
+    if cfg["model"]["name"] == "conv4":
+        cfg["model"].setdefault("in_channels", int(probe.example_shape[0]))
+    try:
+        check_backbone_input(probe, build_model(cfg))
+    except ShapeError as e:
+        raise ConfigError(f"tasks ({cfg['tasks']['name']}) vs model: {e}") from None
+
+
 def resolve_config(raw: Mapping[str, Any], *, check_build: bool = True) -> dict[str, Any]:
     """Validate a config dict and fill in defaults; returns a new, fully resolved dict.
 
@@ -468,9 +491,15 @@ def resolve_config(raw: Mapping[str, Any], *, check_build: bool = True) -> dict[
             )
         cfg["model"] = {}
         model = None
+    probe = None
+    if tspec.probe is not None:
+        probe = tspec.probe({k: v for k, v in cfg["tasks"].items() if k != "name"})
+        cfg["tasks"].setdefault("n_way", len(cfg["tasks"].get("classes") or probe.class_names))
     if model is not None:
         cfg["model"] = _resolve_model(model, spec, tspec, cfg["tasks"])
         _check_options("model", cfg["model"], MODELS[cfg["model"]["name"]].__init__)
+        if probe is not None:
+            _check_image_input(cfg, probe)
 
     for sec in ("model", "training", "evaluation"):
         if cfg.get(sec) is not None and not isinstance(cfg[sec], Mapping):

@@ -16,7 +16,32 @@ from bayesmeta.metrics.classification import (
     mce,
     reliability_diagram,
 )
+from bayesmeta.metrics.clinical import (
+    CLINICAL_METRIC_INFO,
+    ConfusionCounts,
+    aggregate_clinical,
+    balanced_accuracy,
+    clinical_metrics,
+    confusion_counts,
+    missed_positive_rate,
+    npv,
+    ppv,
+    roc_auc,
+    sensitivity,
+    sensitivity_at_specificity,
+    specificity,
+)
+from bayesmeta.metrics.decision_curve import DEFAULT_THRESHOLDS, DecisionCurve, decision_curve
 from bayesmeta.metrics.nll import nll
+from bayesmeta.metrics.referral import (
+    OBJECTIVES,
+    REFERRAL_METRICS,
+    ReferralOutcome,
+    ReferralRule,
+    default_score,
+    fit_referral_rule,
+    warn_if_constant,
+)
 from bayesmeta.metrics.regression import (
     coverage,
     crps,
@@ -107,6 +132,31 @@ __all__ = [
     "auroc",
     "task_uncertainty",
     "shift_detection_auroc",
+    # clinical
+    "CLINICAL_METRIC_INFO",
+    "ConfusionCounts",
+    "confusion_counts",
+    "balanced_accuracy",
+    "roc_auc",
+    "sensitivity",
+    "specificity",
+    "sensitivity_at_specificity",
+    "ppv",
+    "npv",
+    "missed_positive_rate",
+    "clinical_metrics",
+    "aggregate_clinical",
+    # referral and decision curves
+    "ReferralRule",
+    "ReferralOutcome",
+    "fit_referral_rule",
+    "OBJECTIVES",
+    "REFERRAL_METRICS",
+    "default_score",
+    "warn_if_constant",
+    "DecisionCurve",
+    "decision_curve",
+    "DEFAULT_THRESHOLDS",
     # temperature scaling
     "TemperatureScaling",
     "fit_temperature",

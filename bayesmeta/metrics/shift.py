@@ -13,7 +13,13 @@ from bayesmeta._validation import check_finite
 from bayesmeta.exceptions import InvalidValueError
 from bayesmeta.metrics._inputs import ArrayLike, as_tensor, check_mask, weighted_mean
 from bayesmeta.metrics._ranking import tie_groups
-from bayesmeta.metrics.uncertainty import expected_entropy, mutual_information, predictive_entropy
+from bayesmeta.metrics.uncertainty import (
+    default_score,
+    expected_entropy,
+    mutual_information,
+    predictive_entropy,
+    warn_if_constant,
+)
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 
 __all__ = ["auroc", "task_uncertainty", "shift_detection_auroc"]
@@ -54,19 +60,23 @@ def auroc(negative: ArrayLike, positive: ArrayLike) -> torch.Tensor:
 
 def task_uncertainty(
     pred: CategoricalPredictive | GaussianPredictive,
-    score: str = "mutual_information",
+    score: str | None = "mutual_information",
     mask: ArrayLike | None = None,
 ) -> torch.Tensor:
     """Mean per-point uncertainty of each task, ``[T]``.
 
     Args:
         pred: a predictive with batch ``[T, Q]``.
-        score: ``"mutual_information"`` (epistemic, default), ``"entropy"`` (total) or
-            ``"expected_entropy"`` (aleatoric).
+        score: ``"mutual_information"`` (epistemic), ``"entropy"`` (total) or
+            ``"expected_entropy"`` (aleatoric); None picks
+            :func:`~bayesmeta.metrics.default_score` for shift (mutual information when the
+            predictive has M > 1 samples, entropy for point estimates).
         mask: optional bool ``[T, Q]``.
     """
     if not isinstance(pred, CategoricalPredictive | GaussianPredictive):
         raise InvalidValueError(f"pred: expected a CategoricalPredictive or GaussianPredictive, got {type(pred).__name__}")
+    if score is None:
+        score = default_score(pred, "shift")
     if score not in _SCORES:
         raise InvalidValueError(f"score: expected one of {sorted(_SCORES)}, got {score!r}")
     per_point = _SCORES[score](pred)
@@ -76,14 +86,24 @@ def task_uncertainty(
 def shift_detection_auroc(
     pred_in: CategoricalPredictive | GaussianPredictive,
     pred_shifted: CategoricalPredictive | GaussianPredictive,
-    score: str = "mutual_information",
+    score: str | None = None,
     mask_in: ArrayLike | None = None,
     mask_shifted: ArrayLike | None = None,
 ) -> torch.Tensor:
     """AUROC of the per-task mean ``score`` for telling shifted tasks from in-distribution ones.
 
+    Args:
+        score: as in :func:`task_uncertainty`; None (default) picks mutual information for
+            sampling learners (M > 1) and predictive entropy for point estimates, whose mutual
+            information is identically 0. A score that is constant over all tasks gets a
+            ``UserWarning`` (its AUROC is 0.5 by construction, not a finding).
+
     Returns:
         A scalar tensor; 0.5 is chance, 1 means every shifted task is more uncertain than every
         in-distribution task.
     """
-    return auroc(task_uncertainty(pred_in, score, mask_in), task_uncertainty(pred_shifted, score, mask_shifted))
+    if score is None:
+        score = default_score(pred_in, "shift") if pred_in.n_samples == pred_shifted.n_samples else "entropy"
+    u_in, u_shift = task_uncertainty(pred_in, score, mask_in), task_uncertainty(pred_shifted, score, mask_shifted)
+    warn_if_constant(torch.cat([u_in.reshape(-1), u_shift.reshape(-1)]), score, "tasks")
+    return auroc(u_in, u_shift)

@@ -14,8 +14,12 @@ referral and shift detection; average them yourself (or use :func:`~bayesmeta.me
 
 from __future__ import annotations
 
+import warnings
+from typing import Literal
+
 import torch
 
+from bayesmeta.exceptions import InvalidValueError
 from bayesmeta.metrics._inputs import ArrayLike, as_tensor, check_probs
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 
@@ -25,6 +29,8 @@ __all__ = [
     "mutual_information",
     "uncertainty_decomposition",
     "entropy_from_log_probs",
+    "default_score",
+    "warn_if_constant",
 ]
 
 UncertaintyInput = CategoricalPredictive | GaussianPredictive | ArrayLike
@@ -79,3 +85,38 @@ def uncertainty_decomposition(pred: UncertaintyInput) -> dict[str, torch.Tensor]
     """``{"total": ..., "aleatoric": ..., "epistemic": ...}``, each per point."""
     total, alea = _decompose(pred)
     return {"total": total, "aleatoric": alea, "epistemic": (total - alea).clamp_min(0.0)}
+
+
+def default_score(pred: UncertaintyInput, purpose: Literal["referral", "shift"] = "referral") -> str:
+    """The uncertainty score that means something for this predictive.
+
+    Referral ranks cases by total uncertainty: ``"entropy"``. Shift detection looks for
+    epistemic uncertainty: ``"mutual_information"`` when the predictive has M > 1 samples
+    (particles, ensembles, sampled posteriors) and ``"entropy"`` for point estimates, whose
+    mutual information is identically 0.
+    """
+    if purpose == "referral":
+        return "entropy"
+    if purpose != "shift":
+        raise InvalidValueError(f"purpose: expected 'referral' or 'shift', got {purpose!r}")
+    m = getattr(pred, "n_samples", 1)
+    return "mutual_information" if m > 1 else "entropy"
+
+
+def warn_if_constant(values: torch.Tensor, score: str, what: str) -> bool:
+    """Warn (``UserWarning``) when every value of a score is the same; returns whether it was."""
+    v = values.detach().reshape(-1)
+    if v.numel() > 1 and bool((v == v[0]).all()):
+        hint = (
+            " (mutual information is identically 0 for point-estimate learners; use 'entropy' or 'confidence')"
+            if score == "mutual_information"
+            else ""
+        )
+        warnings.warn(
+            f"score {score!r} is constant ({float(v[0]):.4g}) over all {v.numel()} {what}, so it cannot rank "
+            f"them{hint}",
+            UserWarning,
+            stacklevel=3,
+        )
+        return True
+    return False

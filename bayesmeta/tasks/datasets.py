@@ -64,6 +64,8 @@ class LabelledDataset:
         images: ``[N, *shape]`` floating-point examples (e.g. ``[N, 1, 28, 28]`` images).
         labels: ``[N]`` int64 class indices in ``[0, C)``; every class needs at least one example.
         class_names: optional list of C names; C is ``max(labels) + 1`` when it is ``None``.
+        source: optional label of where the examples come from (``"pneumoniamnist/val"``), used
+            by samplers to name the split in their error messages.
 
     Raises:
         ShapeError: ``images``/``labels`` of the wrong rank or with different N.
@@ -76,6 +78,7 @@ class LabelledDataset:
         images: torch.Tensor,
         labels: torch.Tensor,
         class_names: Sequence[str] | None = None,
+        source: str | None = None,
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dim() < 2:
             got = describe(images) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -109,6 +112,7 @@ class LabelledDataset:
             tuple(str(i) for i in range(n_classes)) if class_names is None else tuple(class_names)
         )
         self._counts = counts
+        self.source = source
 
     # ------------------------------------------------------------ properties
     @property
@@ -159,7 +163,7 @@ class LabelledDataset:
         relabelled = new_label.to(self.labels.device)[self.labels]
         keep = relabelled >= 0
         names = [self.class_names[i] for i in ids.tolist()]
-        return LabelledDataset(self.images[keep], relabelled[keep], names)
+        return LabelledDataset(self.images[keep], relabelled[keep], names, source=self.source)
 
     def split_classes(
         self,

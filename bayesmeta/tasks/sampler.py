@@ -10,12 +10,13 @@ dataset's device for the gather.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from bayesmeta._validation import check_positive_int
-from bayesmeta.exceptions import DataError, ShapeError
+from bayesmeta.exceptions import DataError, InvalidValueError, ShapeError
 from bayesmeta.tasks.batch import TaskBatch
 from bayesmeta.tasks.datasets import LabelledDataset
 
@@ -56,6 +57,11 @@ class FewShotSampler:
             classes, rotating on the fly instead of materializing 4x the images. Sampling from a
             dataset ``d`` with this flag gives the same episodes, seed for seed, as sampling from
             ``d.with_rotations()`` without it.
+        class_identity, prevalence, query, classes: clinical episode designs (fixed class
+            identity, a given or natural query prevalence, queries from another split); any of
+            them set to a non-default value makes this sampler draw its episodes through
+            :class:`~bayesmeta.tasks.ClinicalSampler` (see there), where ``n_query`` is per class
+            when balanced and ``n_way * n_query`` in total otherwise.
 
     Raises:
         InvalidValueError: a non-positive size.
@@ -71,9 +77,28 @@ class FewShotSampler:
         k_shot: int,
         n_query: int,
         augment_rotations: bool = False,
+        *,
+        class_identity: str = "random",
+        prevalence: str | Sequence[float] = "balanced",
+        query: LabelledDataset | None = None,
+        classes: Sequence[int] | None = None,
     ) -> None:
         if not isinstance(dataset, LabelledDataset):
             raise DataError(f"dataset: expected a LabelledDataset, got {type(dataset).__name__}")
+        self._clinical = None
+        if class_identity != "random" or prevalence != "balanced" or query is not None or classes is not None:
+            from bayesmeta.tasks.clinical import ClinicalSampler
+
+            if augment_rotations:
+                raise InvalidValueError("augment_rotations: not available with clinical episode options")
+            self._clinical = ClinicalSampler(
+                dataset, k_shot, n_query, query=query, prevalence=prevalence,  # type: ignore[arg-type]
+                class_identity=class_identity, classes=classes, n_way=n_way,  # type: ignore[arg-type]
+            )  # fmt: skip
+            self.dataset, self.n_way, self.k_shot, self.n_query = dataset, n_way, k_shot, n_query
+            self.augment_rotations = False
+            self.n_classes = dataset.n_classes
+            return
         self.dataset = dataset
         self.n_way = check_positive_int("n_way", n_way)
         self.k_shot = check_positive_int("k_shot", k_shot)
@@ -112,13 +137,16 @@ class FewShotSampler:
         self._ragged = bool((counts != counts.max()).any())
 
     def sample_indices(self, n_tasks: int, generator: torch.Generator | None = None) -> EpisodeIndices:
-        """Draw the classes and example indices of T episodes (no images are gathered).
+        """Draw the classes and example indices of T episodes (no images are gathered; not
+        available with clinical episode options).
 
         Args:
             n_tasks: T.
             generator: a CPU generator; ``None`` uses torch's default generator.
         """
         t = check_positive_int("n_tasks", n_tasks)
+        if self._clinical is not None:
+            raise InvalidValueError("sample_indices: not available with clinical episode options; use sample()")
         w, k = self.n_way, self.k_shot
         # the n_way largest of C uniform keys: distinct classes in a uniformly random order, which
         # is itself the random class-to-label assignment (topk: cheaper than a full argsort)
@@ -157,6 +185,8 @@ class FewShotSampler:
             ``support_y [T, n_way * k_shot]`` int64 in ``[0, n_way)``, ``query_x
             [T, n_way * n_query, *shape]``, ``query_y``, ``n_way`` set, on the dataset's device.
         """
+        if self._clinical is not None:
+            return self._clinical.sample(n_tasks, generator)
         ep = self.sample_indices(n_tasks, generator)
         t, w = ep.classes.shape
         shape = self.dataset.example_shape
@@ -169,6 +199,8 @@ class FewShotSampler:
         return TaskBatch(sx, sy, qx, qy, n_way=w)
 
     def __repr__(self) -> str:
+        if self._clinical is not None:
+            return f"FewShotSampler(clinical={self._clinical!r})"
         return (
             f"FewShotSampler(n_way={self.n_way}, k_shot={self.k_shot}, n_query={self.n_query}, "
             f"augment_rotations={self.augment_rotations}, dataset={self.dataset!r})"
