@@ -139,8 +139,9 @@ class TaskSpec:
     keys: tuple[str, ...]
     #: image families: ``options -> LabelledDataset`` (test split) that the backbone is checked against
     probe: Callable[[dict[str, Any]], Any] | None = None
-    #: the callable whose type hints the options are checked against at load time
-    signature: Callable[..., Any] = FewShotSampler.__init__
+    #: the callable whose type hints the options are checked against at load time (None: the
+    #: family's builder checks its own options)
+    signature: Callable[..., Any] | None = None
 
 
 def _omniglot_source(opts: dict[str, Any], split: str) -> TaskSource:
@@ -174,7 +175,8 @@ TASKS: Mapping[str, TaskSpec] = {
         "regression", _regression_source(GPCurves), _keys(GPCurves.__init__, ("self", "dtype")), signature=GPCurves.__init__
     ),
     "omniglot": TaskSpec(
-        "classification", _omniglot_source, ("n_way", "k_shot", "n_query", "rotations")
+        "classification", _omniglot_source, ("n_way", "k_shot", "n_query", "rotations"),
+        signature=FewShotSampler.__init__,
     ),
     **{
         fam: TaskSpec(
@@ -376,7 +378,8 @@ _COUNT_KEYS = ("n_way", "k_shot", "n_query", "min_context", "max_context", "n_ta
 
 
 def _check_task_options(section: str, opts: dict[str, Any], tspec: TaskSpec) -> None:
-    _check_options(section, opts, tspec.signature)
+    if tspec.signature is not None:
+        _check_options(section, opts, tspec.signature)
     for key in _COUNT_KEYS:
         if key in opts:
             _int_option(f"{section}.{key}", opts[key], 1)
