@@ -1,103 +1,238 @@
 """The ``bayesmeta`` command: ``train``, ``evaluate``, ``report`` and ``demo``.
 
-Errors of the library (:class:`~bayesmeta.exceptions.BayesMetaError`) are printed as one line on
-stderr with exit status 2, without a traceback: they are the user's to fix, not bugs.
+Also ``python -m bayesmeta``. Errors the user can fix print one line,
+``bayesmeta: error: <what>``, on stderr and exit with status 2, never a traceback: the
+library's own :class:`~bayesmeta.exceptions.BayesMetaError`, a file-system error (a path that is
+a file, a folder without permission...) and a bad command line alike. Warnings (a diverging loss,
+a log line dropped on resume) are printed once each as ``bayesmeta: warning: <what>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn, TextIO
 
 from bayesmeta.exceptions import BayesMetaError
 
 __all__ = ["main"]
 
+EXIT_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"bayesmeta: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _add_placement(p: argparse.ArgumentParser, default_from: str) -> None:
+    p.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help=f"cpu, cuda, cuda:N or mps (default: {default_from} training.device); "
+        "a device this machine lacks is an error",
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float64"),
+        help=f"floating-point precision of the learner and data (default: {default_from} training.dtype)",
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bayesmeta", description="Bayesian meta-learning: train, evaluate, report.")
-    sub = p.add_subparsers(dest="command", required=True)
+    from bayesmeta import __version__
 
-    t = sub.add_parser("train", help="meta-train a YAML config into a run directory (resumes if it exists)")
+    p = _Parser(prog="bayesmeta", description="Bayesian meta-learning: train, evaluate, report.")
+    p.add_argument("--version", action="version", version=f"bayesmeta {__version__}", help="print the version and exit")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
+        help="train, evaluate, report, study or demo; `bayesmeta COMMAND --help` for its options",
+    )
+
+    t = sub.add_parser(
+        "train",
+        help="meta-train a YAML config into a run directory (resumes if it exists)",
+        description="Meta-train a YAML config into a run directory. An existing run directory of "
+        "the same config is resumed from its last checkpoint.",
+    )
     t.add_argument("config", type=Path, help="YAML config (see examples/configs/)")
     t.add_argument("--run-dir", type=Path, required=True, help="run directory to create or resume")
-    t.add_argument("--steps", type=int, default=None, help="override training.steps")
+    t.add_argument(
+        "--steps", type=_positive_int, default=None,
+        help="override training.steps (total steps; above a resumed run's step to train it further)",
+    )
+    t.add_argument("--seed", type=_seed, default=None, help="override training.seed (a new run only)")
+    _add_placement(t, "the config's")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    e = sub.add_parser("evaluate", help="evaluate a trained run on its fixed test episodes")
-    e.add_argument("run_dir", type=Path)
-    e.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    e.add_argument("--episodes", type=int, default=None, help="override evaluation.n_episodes")
-    e.add_argument("--no-progress", action="store_true")
-    e.add_argument("--calibrate", choices=("temperature", "conformal"), default=None,
-                   help="also fit this calibrator on the run's validation episodes and save calibrated metrics beside the raw ones")
-    e.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage level (with --calibrate conformal)")
-    e.add_argument("--score", default=None, help="conformal score: lac, aps, raps (classification); normalized, absolute, cqr (regression)")
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained run on its fixed test episodes",
+        description="Evaluate a trained run on its fixed test episodes (evaluation.seed) and write "
+        "RUN_DIR/eval/: summary.json, per_task.jsonl and predictions.pt.",
+    )
+    e.add_argument("run_dir", type=Path, help="a run directory written by `bayesmeta train`")
+    e.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best",
+        help="best: the validation-best checkpoint (falls back to last); last: the latest (default: best)",
+    )
+    e.add_argument("--episodes", type=_positive_int, default=None, help="override evaluation.n_episodes")
+    e.add_argument(
+        "--max-tasks-per-call", type=_positive_int, default=1, metavar="N",
+        help="tasks per learner call: bounds peak memory, never changes the per-task results (default: 1)",
+    )
+    _add_placement(e, "the run's")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line is also left out)")
+    e.add_argument(
+        "--calibrate", choices=("temperature", "conformal"), default=None,
+        help="also fit this calibrator on the run's validation episodes and save calibrated metrics beside the raw ones",
+    )
+    e.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage level (with --calibrate conformal; default 0.1)")
+    e.add_argument(
+        "--score", default=None,
+        help="conformal score: lac, aps, raps (classification); normalized, absolute, cqr (regression)",
+    )
 
-    r = sub.add_parser("report", help="HTML/Markdown/JSON calibration report of evaluated runs")
-    r.add_argument("run_dirs", type=Path, nargs="+")
+    r = sub.add_parser(
+        "report",
+        help="HTML/Markdown/JSON calibration report of evaluated runs",
+        description="Compare evaluated runs in one report. Runs are compared only within groups "
+        "evaluated on identical episodes; each run's protocol is listed.",
+    )
+    r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="evaluated run directories (duplicates are ignored)")
     r.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report of the first run)")
 
-    s = sub.add_parser("study", help="medical risk study: train each method, evaluate every dataset, one report")
+    s = sub.add_parser(
+        "study",
+        help="medical risk study: train each method, evaluate every dataset, one report",
+        description="Medical risk study: train each method, evaluate every dataset, one report.",
+    )
     s.add_argument("config", type=Path, help="study YAML (see examples/configs/medical/)")
     s.add_argument("--out", type=Path, default=None, help="output folder (default: runs/study/<config name>)")
-    s.add_argument("--steps", type=int, default=None, help="override training.steps of every method")
-    s.add_argument("--episodes", type=int, default=None, help="override evaluation.n_episodes")
+    s.add_argument("--steps", type=_positive_int, default=None, help="override training.steps of every method")
+    s.add_argument("--episodes", type=_positive_int, default=None, help="override evaluation.n_episodes")
     s.add_argument("--method", action="append", default=None, help="only this method label (repeatable)")
     s.add_argument("--train-only", action="store_true", help="train, do not evaluate or report")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    d = sub.add_parser("demo", help="MAML on sinusoids and ProtoNets on Omniglot 5-way 1-shot, end to end")
-    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo's run directories go")
+    d = sub.add_parser(
+        "demo",
+        help="MAML on sinusoids and ProtoNets on Omniglot 5-way 1-shot, end to end",
+        description="Train, evaluate and report MAML on sinusoids and ProtoNets on Omniglot 5-way 1-shot.",
+    )
+    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo's run directories go (default: runs/demo)")
     d.add_argument("--smoke", action="store_true", help="shrink everything to seconds (for CI)")
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "train":
+        from bayesmeta.runs import train_run
+
+        res = train_run(
+            args.config, args.run_dir, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype,
+            progress=not args.no_progress,
+        )
+        if res.steps == res.resumed_from and res.resumed_from > 0:
+            print(f"{args.run_dir} is already trained to step {res.steps}; nothing to do (give --steps > {res.steps} to train further)")
+            return
+        best = "" if res.best_val is None else f", best validation score {res.best_val:.4g} at step {res.best_step}"
+        start = f" (resumed at step {res.resumed_from})" if res.resumed_from else ""
+        print(f"trained to step {res.steps}{start} into {args.run_dir}{best}")
+    elif args.command == "evaluate":
+        from bayesmeta.runs import evaluate_run
+
+        result = evaluate_run(
+            args.run_dir, checkpoint=args.checkpoint, n_episodes=args.episodes, device=args.device, dtype=args.dtype,
+            max_tasks_per_call=args.max_tasks_per_call, progress=not args.no_progress,
+            calibrate=args.calibrate, alpha=args.alpha, score=args.score,
+        )
+        print(result.table())
+        if result.calibrated is not None:
+            print(f"calibrator fitted on {result.calibrated.n_calibration_tasks} validation tasks: {result.calibrated.calibrator}")
+        print(f"per-task results in {args.run_dir / 'eval'}")
+    elif args.command == "report":
+        from bayesmeta.report import build_report
+
+        out = args.out or (args.run_dirs[0] / "report")
+        print(f"report written to {build_report(list(args.run_dirs), out)}")
+    elif args.command == "study":
+        from bayesmeta.study import run_study
+
+        out = args.out or Path("runs/study") / args.config.stem
+        res = run_study(
+            args.config, out, steps=args.steps, n_episodes=args.episodes, progress=not args.no_progress,
+            methods=args.method, evaluate_methods=not args.train_only,
+        )
+        print(f"study trained into {out}" if args.train_only else f"study report written to {res.report}")
+    elif args.command == "demo":
+        from bayesmeta.demo import run_demo
+
+        run_demo(args.out, smoke=args.smoke, progress=not args.no_progress)
+
+
+def _show_warning(stream: TextIO) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints one line per warning, without source lines."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        print(f"bayesmeta: warning: {_one_line(message)}", file=stream)
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayesmeta`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
     try:
-        if args.command == "train":
-            from bayesmeta.runs import train_run
-
-            res = train_run(args.config, args.run_dir, steps=args.steps, progress=not args.no_progress)
-            best = "" if res.best_val is None else f", best validation score {res.best_val:.4g} at step {res.best_step}"
-            print(f"trained {res.steps} steps into {args.run_dir}{best}")
-        elif args.command == "evaluate":
-            from bayesmeta.runs import evaluate_run
-
-            result = evaluate_run(
-                args.run_dir, checkpoint=args.checkpoint, n_episodes=args.episodes, progress=not args.no_progress,
-                calibrate=args.calibrate, alpha=args.alpha, score=args.score,
-            )
-            print(result.table())
-            if result.calibrated is not None:
-                print(f"calibrator fitted on {result.calibrated.n_calibration_tasks} validation tasks: {result.calibrated.calibrator}")
-            print(f"per-task results in {args.run_dir / 'eval'}")
-        elif args.command == "report":
-            from bayesmeta.report import build_report
-
-            out = args.out or (args.run_dirs[0] / "report")
-            print(f"report written to {build_report(list(args.run_dirs), out)}")
-        elif args.command == "study":
-            from bayesmeta.study import run_study
-
-            out = args.out or Path("runs/study") / args.config.stem
-            res = run_study(
-                args.config, out, steps=args.steps, n_episodes=args.episodes, progress=not args.no_progress,
-                methods=args.method, evaluate_methods=not args.train_only,
-            )
-            print(f"study trained into {out}" if args.train_only else f"study report written to {res.report}")
-        elif args.command == "demo":
-            from bayesmeta.demo import run_demo
-
-            run_demo(args.out, smoke=args.smoke, progress=not args.no_progress)
-    except BayesMetaError as e:
-        print(f"bayesmeta: error: {e}", file=sys.stderr)
-        return 2
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad command line (already printed)
+        return int(e.code) if isinstance(e.code, int) else EXIT_ERROR
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning(sys.stderr)
+        try:
+            _run(args)
+        except BayesMetaError as e:
+            print(f"bayesmeta: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_ERROR
+        except OSError as e:  # a path that is a file, no permission, disk full...
+            where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
+            print(f"bayesmeta: error:{where} {_one_line(e.strerror or e)}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print("bayesmeta: interrupted; a run resumes from its last checkpoint", file=sys.stderr)
+            return 130
     return 0
 
 

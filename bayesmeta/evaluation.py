@@ -9,6 +9,14 @@ On disk (``EvaluationResult.save``), a run's ``eval/`` folder holds ``summary.js
 ``per_task.jsonl`` (one line per task) and ``predictions.pt`` (plain tensors only, loadable with
 ``torch.load(weights_only=True)``), which ``bayesmeta report`` reads.
 
+At scale: ``episodes`` may be any iterable (:func:`bayesmeta.tasks.iter_episodes` draws one
+batch at a time), each batch is moved to the learner's device and dtype on entry, and only the
+per-task metrics and the predictive tensors (``M*T*Q*C`` floats, on the CPU) are kept. Episodes
+of different query sizes are padded to the largest with a ``query_mask`` (False on padding), so no
+prediction is dropped. An *episode fingerprint* (SHA-256 over every task's tensors, see
+:class:`EpisodeHasher`) is stored with the results: two runs are comparable task by task only
+when their fingerprints agree. The progress bar leaves one summary line with the wall time.
+
 Calibration (``calibrator=``, see :mod:`bayesmeta.calibration`): the calibrator is fitted on the
 predictives of ``calibration_episodes`` (validation episodes, never the test episodes) and the
 test episodes are scored raw and calibrated side by side: ``summary.json`` gains a ``calibrated``
@@ -18,14 +26,19 @@ the calibrated per-task values. The raw results are identical with and without a
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from bayesmeta._validation import check_positive_int
 from bayesmeta.calibration.apply import (
     Calibrator,
     calibrated_task_metrics,
@@ -33,6 +46,7 @@ from bayesmeta.calibration.apply import (
     make_calibrator,
     stack_predictives,
 )
+from bayesmeta.devices import batch_to_learner
 from bayesmeta.exceptions import CheckpointError, InvalidValueError
 from bayesmeta.inference.base import MetaLearner
 from bayesmeta.io import atomic_torch_save, safe_torch_load
@@ -40,7 +54,7 @@ from bayesmeta.metrics import MeanCI, mean_ci, task_metrics
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import TaskBatch
 
-__all__ = ["CalibratedResult", "EvaluationResult", "evaluate", "load_predictions", "format_table"]
+__all__ = ["CalibratedResult", "EvaluationResult", "EpisodeHasher", "episode_fingerprint", "evaluate", "load_predictions", "format_table"]
 
 #: Metrics shown in the default results table, in order, when present.
 HEADLINE = (
@@ -78,6 +92,12 @@ class EvaluationResult:
         per_task: metric name -> ``[T]`` tensor, one value per task over all episodes.
         summary: metric name -> mean and 95% CI over tasks.
         predictions: plain tensors of the predictive and targets (see module docstring).
+        episode_fingerprint: SHA-256 of the evaluated tasks (:class:`EpisodeHasher`); equal
+            fingerprints mean the very same tasks in the same order.
+        wall_seconds: wall-clock time of the evaluation loop.
+        protocol: how the result was obtained (method options, model, tasks, steps trained,
+            seeds, versions...), filled in by :func:`bayesmeta.runs.evaluate_run`; saved in
+            ``summary.json`` for reports.
         calibrated: the calibrated side, when ``evaluate`` was given a calibrator.
     """
 
@@ -86,6 +106,9 @@ class EvaluationResult:
     per_task: dict[str, torch.Tensor]
     summary: dict[str, MeanCI]
     predictions: dict[str, torch.Tensor] = field(default_factory=dict)
+    episode_fingerprint: str = ""
+    wall_seconds: float = 0.0
+    protocol: dict[str, Any] = field(default_factory=dict)
     calibrated: CalibratedResult | None = None
 
     @property
@@ -101,6 +124,9 @@ class EvaluationResult:
             "method": self.method,
             "task_kind": self.task_kind,
             "n_tasks": self.n_tasks,
+            "episode_fingerprint": self.episode_fingerprint,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "protocol": self.protocol,
             "metrics": {k: v.to_dict() for k, v in self.summary.items()},
         }
         if self.calibrated is not None:
@@ -110,7 +136,7 @@ class EvaluationResult:
                 "n_calibration_tasks": c.n_calibration_tasks,
                 "metrics": {k: v.to_dict() for k, v in c.summary.items()},
             }
-        (d / "summary.json").write_text(json.dumps(summary, indent=2))
+        (d / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         (d / "per_task.jsonl").write_text(_jsonl(self.per_task, self.n_tasks))
         if self.calibrated is not None:
             (d / "calibrated_per_task.jsonl").write_text(_jsonl(self.calibrated.per_task, self.n_tasks))
@@ -128,12 +154,117 @@ def _jsonl(per_task: dict[str, torch.Tensor], n_tasks: int) -> str:
     return "\n".join(json.dumps({n: float(per_task[n][i]) for n in names}) for i in range(n_tasks)) + "\n"
 
 
+class EpisodeHasher:
+    """Incremental SHA-256 over evaluation tasks, independent of how tasks are batched.
+
+    Each task contributes its ``n_way``, then each of support x/y and query x/y restricted to its
+    present points (padding ignored), as shape, dtype and raw bytes. So the fingerprint changes
+    with any task, label, input value or order, and not with ``tasks_per_batch`` or padding.
+    It is computed on the tensors as drawn (before any move to a device or dtype).
+    """
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256(b"bayesmeta-episodes-v1")
+        self.n_tasks = 0
+
+    def _tensor(self, t: torch.Tensor) -> None:
+        t = t.detach().cpu().contiguous()
+        self._h.update(f"{list(t.shape)}{t.dtype}".encode())
+        self._h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+
+    def update(self, batch: TaskBatch) -> None:
+        """Add every task of ``batch`` in order."""
+        for t in range(batch.n_tasks):
+            self._h.update(f"task n_way={batch.n_way}".encode())
+            for x, y, m in (
+                (batch.support_x, batch.support_y, batch.support_mask),
+                (batch.query_x, batch.query_y, batch.query_mask),
+            ):
+                keep = m[t] if m is not None else slice(None)
+                self._tensor(x[t][keep])
+                self._tensor(y[t][keep])
+            self.n_tasks += 1
+
+    def hexdigest(self) -> str:
+        """The fingerprint so far (64 hex digits)."""
+        return self._h.hexdigest()
+
+
+def episode_fingerprint(episodes: Iterable[TaskBatch]) -> str:
+    """SHA-256 of a list of evaluation episodes (see :class:`EpisodeHasher`)."""
+    h = EpisodeHasher()
+    for b in episodes:
+        h.update(b)
+    return h.hexdigest()
+
+
+class _PredictionBuffer:
+    """Per-batch predictive tensors kept on the CPU in float32, joined once at the end.
+
+    Batches may differ in query size Q: they are padded to the largest Q and a ``query_mask``
+    (False on padding) is added, so every prediction is kept (reports and metrics honour masks).
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[torch.Tensor]] = {}
+
+    def add(self, pred: Predictive, batch: TaskBatch) -> None:
+        out: dict[str, torch.Tensor] = {}
+        if isinstance(pred, CategoricalPredictive):
+            out["sample_log_probs"] = pred.sample_log_probs.detach().float().cpu()
+        elif isinstance(pred, GaussianPredictive):
+            out["sample_mean"] = pred.sample_mean.detach().float().cpu()
+            out["sample_variance"] = pred.sample_variance.detach().float().cpu()
+        y = batch.query_y.detach().cpu()
+        out["targets"] = y.float() if y.is_floating_point() else y
+        q = batch.query_x.shape[1]
+        mask = batch.query_mask
+        out["query_mask"] = (mask.cpu() if mask is not None else torch.ones(batch.n_tasks, q, dtype=torch.bool))
+        for k, v in out.items():
+            self.parts.setdefault(k, []).append(v)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        if not self.parts:
+            return {}
+        q_max = max(m.shape[1] for m in self.parts["query_mask"])
+        ragged = any(m.shape[1] != q_max for m in self.parts["query_mask"])
+        out: dict[str, torch.Tensor] = {}
+        for k, parts in self.parts.items():
+            q_dim = 2 if k.startswith("sample_") else 1  # [M, T, Q, ...] or [T, Q, ...]
+            t_dim = q_dim - 1
+            padded = []
+            for v in parts:
+                pad = q_max - v.shape[q_dim]
+                if pad:
+                    shape = list(v.shape)
+                    shape[q_dim] = pad
+                    # padding: log-prob 0 / mean 0 / variance 1 / label 0 keep every metric finite;
+                    # the mask (False there) keeps them out of every number.
+                    fill = 1.0 if k == "sample_variance" else 0
+                    v = torch.cat([v, torch.full(shape, fill, dtype=v.dtype)], dim=q_dim)
+                padded.append(v)
+            out[k] = torch.cat(padded, dim=t_dim)
+            parts.clear()
+        if not ragged and bool(out["query_mask"].all()):
+            del out["query_mask"]  # no padding anywhere: files stay as small as before
+        return out
+
+
+def _task_chunks(batch: TaskBatch, size: int | None) -> Iterator[TaskBatch]:
+    """``batch`` split into consecutive groups of at most ``size`` tasks."""
+    if size is None or batch.n_tasks <= size:
+        yield batch
+        return
+    for start in range(0, batch.n_tasks, size):
+        yield batch.index(slice(start, start + size))
+
+
 def _fit_calibrator(
     learner: MetaLearner,
     calibrator: Calibrator | str,
     calibration_episodes: Sequence[TaskBatch] | None,
-    episodes: Sequence[TaskBatch],
-    kind: str,
+    episodes: Iterable[TaskBatch],
+    kind: str | None,
     progress: bool,
     seed: int,
     max_tasks_per_call: int | None,
@@ -144,12 +275,15 @@ def _fit_calibrator(
             "calibration_episodes: a calibrator needs validation episodes to be fitted on (never the test "
             "episodes), got none"
         )
-    test_ids = {id(b) for b in episodes}
+    # identity check only on materialized test episodes: iterating a stream would consume it
+    test_ids = {id(b) for b in episodes} if isinstance(episodes, Sequence) else set()
     if calibration_episodes is episodes or any(id(b) in test_ids for b in calibration_episodes):
         raise InvalidValueError(
             "calibration_episodes: expected validation episodes disjoint from the test episodes; fitting a "
             "calibrator on the test episodes overstates its calibration"
         )
+    if kind is None:
+        kind = "classification" if calibration_episodes[0].is_classification else "regression"
     cal = make_calibrator(calibrator, kind) if isinstance(calibrator, str) else calibrator
     preds, ys, ms = [], [], []
     for episode in tqdm(calibration_episodes, desc="calibrate", disable=not progress, leave=False):
@@ -157,6 +291,7 @@ def _fit_calibrator(
             raise InvalidValueError(f"calibration_episodes: expected {kind} episodes like the test episodes")
         for batch in _task_chunks(episode, max_tasks_per_call):
             torch.manual_seed(seed)  # as for the test episodes (see evaluate)
+            batch = batch_to_learner(batch, learner)
             preds.append(learner(batch))
             ys.append(batch.query_y)
             ms.append(batch.query_mask)
@@ -164,54 +299,38 @@ def _fit_calibrator(
     return cal.fit(pred, y, mask), pred.batch_shape[0]
 
 
-def _collect(pred: Predictive, batch: TaskBatch) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    if isinstance(pred, CategoricalPredictive):
-        out["sample_log_probs"] = pred.sample_log_probs.detach().float().cpu()
-    elif isinstance(pred, GaussianPredictive):
-        out["sample_mean"] = pred.sample_mean.detach().float().cpu()
-        out["sample_variance"] = pred.sample_variance.detach().float().cpu()
-    out["targets"] = batch.query_y.detach().cpu()
-    if batch.query_mask is not None:
-        out["query_mask"] = batch.query_mask.cpu()
-    return out
-
-
-def _task_chunks(batch: TaskBatch, size: int | None) -> list[TaskBatch]:
-    """``batch`` split into consecutive groups of at most ``size`` tasks."""
-    if size is None or batch.n_tasks <= size:
-        return [batch]
-    return [batch.index(slice(i, i + size)) for i in range(0, batch.n_tasks, size)]
-
-
 def evaluate(
     learner: MetaLearner,
-    episodes: Sequence[TaskBatch],
+    episodes: Iterable[TaskBatch],
     *,
     method: str | None = None,
     keep_predictions: bool = True,
     progress: bool = True,
     seed: int = 0,
+    total: int | None = None,
     max_tasks_per_call: int | None = 4,
     calibrator: Calibrator | str | None = None,
     calibration_episodes: Sequence[TaskBatch] | None = None,
 ) -> EvaluationResult:
-    """Evaluate ``learner`` on a fixed list of episodes.
+    """Evaluate ``learner`` on fixed episodes.
 
     Args:
-        learner: any :class:`~bayesmeta.inference.MetaLearner`.
-        episodes: task batches, e.g. from :func:`bayesmeta.tasks.fixed_episodes`; every method
-            compared should get the very same list.
+        learner: any :class:`~bayesmeta.inference.MetaLearner`; batches are moved to its device
+            and dtype on entry.
+        episodes: task batches, e.g. :func:`bayesmeta.tasks.fixed_episodes` (a list) or
+            :func:`bayesmeta.tasks.iter_episodes` (drawn one batch at a time, so they are never
+            all in memory); every method compared should get the very same tasks.
         method: label for tables; defaults to the learner's class name.
         keep_predictions: keep the predictive tensors for reports (memory: M*T*Q*C floats).
-        progress: show a tqdm bar.
+        progress: show a tqdm bar, and a one-line summary with the wall time when done.
         seed: seed of the bootstrap intervals and of any sampling inside ``predict`` (the global
             torch RNG state is restored afterwards). The RNG is re-seeded before every learner
             call and sampling learners draw per-task noise (DESIGN.md section 4), so a task's
             numbers do not depend on which episode or call it is evaluated in.
+        total: number of batches for the progress bar when ``episodes`` has no ``len``.
         max_tasks_per_call: split each episode into calls of at most this many tasks (``None``:
-            whole episodes), so that peak memory does not grow with ``tasks_per_batch``. The
-            per-task results do not depend on it.
+            whole episodes). Peak memory is the activations of one call, so this bounds it; the
+            per-task results do not depend on it (DESIGN.md section 4).
         calibrator: optional post-hoc calibrator, unfitted: an object of
             :mod:`bayesmeta.calibration` (``TemperatureScaling()``, ``VarianceScaling()``,
             ``SplitConformal(alpha=0.1)``) or a name, ``"temperature"`` or ``"conformal"``
@@ -221,31 +340,44 @@ def evaluate(
             calibrator, and refused if they share a batch with ``episodes``.
 
     Returns:
-        :class:`EvaluationResult` over all tasks of all episodes.
+        :class:`EvaluationResult` over all tasks of all episodes, with the episode fingerprint
+        and the wall time.
+
+    Raises:
+        InvalidValueError: no episodes.
     """
-    if len(episodes) == 0:
+    if max_tasks_per_call is not None:
+        check_positive_int("max_tasks_per_call", max_tasks_per_call)
+    if isinstance(episodes, Sized) and len(episodes) == 0:
         raise InvalidValueError("episodes: expected at least one TaskBatch, got an empty sequence")
-    if max_tasks_per_call is not None and (
-        isinstance(max_tasks_per_call, bool) or not isinstance(max_tasks_per_call, int) or max_tasks_per_call < 1
-    ):
-        raise InvalidValueError(f"max_tasks_per_call: expected a positive int or None, got {max_tasks_per_call!r}")
     was_training = learner.training
     learner.eval()
     per_task: dict[str, list[torch.Tensor]] = {}
-    preds: dict[str, list[torch.Tensor]] = {}
-    kind = "classification" if episodes[0].is_classification else "regression"
     cal_task: dict[str, list[torch.Tensor]] = {}
     fitted: Calibrator | None = None
+    n_cal = 0
+    buffer = _PredictionBuffer()
+    hasher = EpisodeHasher()
+    kind: str | None = None
+    n_total = len(episodes) if isinstance(episodes, Sized) else total
     rng_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    bar = tqdm(episodes, total=n_total, desc="evaluate", unit="batch", disable=not progress, leave=False)
     try:
         with torch.no_grad():
             if calibrator is not None:
                 fitted, n_cal = _fit_calibrator(
                     learner, calibrator, calibration_episodes, episodes, kind, progress, seed, max_tasks_per_call
                 )
-            for episode in tqdm(episodes, desc="evaluate", disable=not progress, leave=False):
+            for episode in bar:
+                hasher.update(episode)
+                if kind is None:
+                    kind = "classification" if episode.is_classification else "regression"
                 for batch in _task_chunks(episode, max_tasks_per_call):
-                    torch.manual_seed(seed)
+                    torch.manual_seed(seed)  # per call: a task's draws do not depend on its call
+                    batch = batch_to_learner(batch, learner)
                     pred = learner(batch)
                     for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
                         per_task.setdefault(k, []).append(v.detach().double().cpu())
@@ -253,28 +385,32 @@ def evaluate(
                         for k, v in calibrated_task_metrics(fitted, pred, batch.query_y, batch.query_mask).items():
                             cal_task.setdefault(k, []).append(v.detach().double().cpu())
                     if keep_predictions:
-                        for k, v in _collect(pred, batch).items():
-                            preds.setdefault(k, []).append(v)
+                        buffer.add(pred, batch)
+                    del pred, batch  # free the activations before the next forward pass
     finally:
+        bar.close()
         torch.set_rng_state(rng_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
         learner.train(was_training)
+    wall = time.perf_counter() - start
+    if kind is None:
+        raise InvalidValueError("episodes: expected at least one TaskBatch, got none")
     cat = {k: torch.cat(v) for k, v in per_task.items()}
-    predictions: dict[str, torch.Tensor] = {}
-    for k, v in preds.items():
-        try:
-            # Sample dim first for predictive tensors; the task dim is where episodes stack.
-            predictions[k] = torch.cat(v, dim=1 if k.startswith("sample_") else 0)
-        except RuntimeError:
-            # Episodes of different query sizes cannot be stacked; reports then use per-task data.
-            predictions = {}
-            break
+    label = method or type(learner).__name__
+    if progress:
+        tqdm.write(
+            f"evaluate: {label} on {hasher.n_tasks} tasks in {wall:.1f} s "
+            f"({hasher.n_tasks / max(wall, 1e-9):.1f} tasks/s)",
+            file=sys.stderr,
+        )
     summary = {k: mean_ci(v, seed=seed) for k, v in cat.items() if bool(torch.isfinite(v).all())}
     calibrated = None
     if fitted is not None:
         ccat = {k: torch.cat(v) for k, v in cal_task.items()}
         csum = {k: mean_ci(v, seed=seed) for k, v in ccat.items() if bool(torch.isfinite(v).all())}
         calibrated = CalibratedResult(describe_calibrator(fitted), n_cal, ccat, csum)
-    return EvaluationResult(method or type(learner).__name__, kind, cat, summary, predictions, calibrated)
+    return EvaluationResult(label, kind, cat, summary, buffer.result(), hasher.hexdigest(), wall, calibrated=calibrated)
 
 
 def load_predictions(eval_dir: str | Path) -> tuple[Predictive, torch.Tensor, torch.Tensor | None]:

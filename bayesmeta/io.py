@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,18 @@ def atomic_write_text(text: str, path: str | Path) -> None:
         raise
 
 
+def _refused_object(message: str) -> str:
+    """What torch's weights-only unpickler refused, without its advice to retry with
+    ``weights_only=False`` (which would execute the file's code)."""
+    m = re.search(r"GLOBAL ([\w.]+)", message)
+    if m:
+        return f"global {m.group(1)}"
+    m = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
+    if m:
+        return m.group(1).split(". ")[0].strip()
+    return "not a plain tensor file"
+
+
 def safe_torch_load(path: str | Path) -> Any:
     """Load a file written by :func:`atomic_torch_save` with ``weights_only=True``.
 
@@ -70,7 +83,8 @@ def safe_torch_load(path: str | Path) -> Any:
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused to load: it holds objects other than tensors and plain containers "
-            f"(weights_only=True): {str(e).splitlines()[0]}"
+            f"({_refused_object(str(e))}); bayesmeta never unpickles arbitrary objects, so a file "
+            f"that needs them is not a bayesmeta file"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot be read, it is truncated or corrupt ({type(e).__name__}: {e})") from None

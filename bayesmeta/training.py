@@ -8,9 +8,19 @@ A run directory (DESIGN.md section 6) holds::
     metrics.jsonl        one JSON line per logged training step or validation
 
 Reproducibility: task batches come from the trainer's own ``torch.Generator`` and any sampling
-inside a learner from the global torch RNG, seeded once at the start; both generator states are
-saved in every checkpoint, so a run killed after a checkpoint and resumed follows the same loss
-trajectory as an uninterrupted run (on the same machine and thread count).
+inside a learner from the global torch RNG (and the CUDA generators when the learner is on a
+GPU), seeded once at the start; all generator states are saved in every checkpoint, so a run
+killed after a checkpoint and resumed follows the same loss trajectory as an uninterrupted run
+(on the same machine and thread count). The learner's initial weights are seeded by whoever
+builds it (:func:`bayesmeta.runs.init_learner` uses ``training.seed``).
+
+Devices: the trainer moves every task batch to the learner's device and dtype
+(:func:`bayesmeta.devices.batch_to_learner`); the learner itself is placed by its builder.
+
+Logs: ``metrics.jsonl`` is appended one line per record. On resume the lines after the
+checkpoint's step are dropped, and so is a line cut short by a kill during a write, so the run
+continues without a parse error and no step is logged twice. A loss that grows by orders of
+magnitude over its early median raises a :class:`DivergenceWarning` before it overflows.
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,18 +40,66 @@ import torch
 from tqdm.auto import tqdm
 
 from bayesmeta._validation import check_positive_int
+from bayesmeta.devices import batch_to_learner, learner_device_dtype
 from bayesmeta.exceptions import CheckpointError, ConfigError, NumericalError
 from bayesmeta.inference.base import MetaLearner, StepOutput
-from bayesmeta.io import atomic_torch_save, safe_torch_load
+from bayesmeta.io import atomic_torch_save, atomic_write_text, safe_torch_load
 from bayesmeta.metrics import accuracy, mse, nll
 from bayesmeta.tasks.batch import TaskBatch
 from bayesmeta.tasks.episodes import TaskSource
 
-__all__ = ["MetaTrainer", "TrainResult", "load_checkpoint", "save_checkpoint", "config_fingerprint"]
+__all__ = [
+    "MetaTrainer",
+    "TrainResult",
+    "DivergenceWarning",
+    "load_checkpoint",
+    "save_checkpoint",
+    "config_fingerprint",
+    "read_metrics",
+]
 
 CHECKPOINT_FORMAT = "bayesmeta-checkpoint-v1"
 #: Training options that may change between a checkpoint and its resumption.
-_RESUMABLE_KEYS = ("steps", "log_every", "val_every", "checkpoint_every", "progress", "max_minutes")
+_RESUMABLE_KEYS = ("steps", "log_every", "val_every", "checkpoint_every", "progress", "max_minutes", "device")
+#: Options added after runs were first written: left out of the fingerprint at their default, so
+#: older run directories still resume.
+_NEW_DEFAULTS = {"dtype": "float32"}
+#: Steps whose losses form the early baseline of the divergence check.
+_EARLY_STEPS = 20
+
+
+class DivergenceWarning(UserWarning):
+    """The training loss grew by orders of magnitude over its early median (not yet NaN/Inf)."""
+
+
+def read_metrics(path: str | Path, *, max_step: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Read a ``metrics.jsonl`` log, skipping lines that do not parse (a write cut short).
+
+    Args:
+        path: the log file (a missing file reads as empty).
+        max_step: keep only records with ``step <= max_step``.
+
+    Returns:
+        ``(records, n_dropped)``: the parsed records, and how many lines did not parse.
+    """
+    p = Path(path)
+    if not p.exists():
+        return [], 0
+    records, dropped = [], 0
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if not isinstance(rec, dict):
+            dropped += 1
+            continue
+        if max_step is None or int(rec.get("step", 0)) <= max_step:
+            records.append(rec)
+    return records, dropped
 
 
 def config_fingerprint(config: dict[str, Any] | None) -> str:
@@ -49,8 +109,12 @@ def config_fingerprint(config: dict[str, Any] | None) -> str:
         return ""
     cfg = json.loads(json.dumps(config, sort_keys=True, default=str))
     cfg.pop("evaluation", None)
+    training = cfg.get("training", {})
     for k in _RESUMABLE_KEYS:
-        cfg.get("training", {}).pop(k, None)
+        training.pop(k, None)
+    for k, default in _NEW_DEFAULTS.items():
+        if training.get(k) == default:
+            training.pop(k)
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
 
 
@@ -99,12 +163,14 @@ class TrainResult:
         history: the logged training records (dicts as in metrics.jsonl), this call only.
         best_val: best validation score (higher is better: accuracy, or minus the MSE).
         best_step: step of ``best_val``.
+        resumed_from: the checkpoint step this call started from (0 for a fresh run).
     """
 
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
     best_val: float | None = None
     best_step: int | None = None
+    resumed_from: int = 0
 
 
 class MetaTrainer:
@@ -128,6 +194,12 @@ class MetaTrainer:
         callback: ``callback(step, output)`` after every step (for tests and custom logging).
         max_minutes: wall-clock budget of this call; when it runs out the trainer validates,
             checkpoints and stops early (``TrainResult.steps`` says where). ``None``: no limit.
+        divergence_factor: warn (:class:`DivergenceWarning`, once per call) when ``|loss|``
+            exceeds this multiple of the median ``|loss|`` of the first steps; ``None``: never.
+
+    Raises:
+        ConfigError: an option out of range, or (in :meth:`fit`) ``steps`` below the step of the
+            checkpoint being resumed.
     """
 
     def __init__(
@@ -149,6 +221,7 @@ class MetaTrainer:
         progress: bool = True,
         callback: Callable[[int, StepOutput], None] | None = None,
         max_minutes: float | None = None,
+        divergence_factor: float | None = 1e3,
     ) -> None:
         self.learner = learner
         self.source = source
@@ -171,6 +244,10 @@ class MetaTrainer:
         if max_minutes is not None and not max_minutes > 0:
             raise ConfigError(f"max_minutes: expected a positive number or None, got {max_minutes!r}")
         self.max_minutes = max_minutes
+        if divergence_factor is not None and not divergence_factor > 1:
+            raise ConfigError(f"divergence_factor: expected a number > 1 or None, got {divergence_factor!r}")
+        self.divergence_factor = divergence_factor
+        self._early_losses: list[float] = []
         self.optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.step = 0
@@ -184,7 +261,8 @@ class MetaTrainer:
             "step": self.step,
             "learner": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": {"tasks": self.generator.get_state(), "torch": torch.get_rng_state()},
+            "rng": self._rng_state(),
+            "early_losses": list(self._early_losses),
             "best_val": self.best_val,
             "best_step": self.best_step,
             "config_fingerprint": config_fingerprint(self.config),
@@ -197,11 +275,24 @@ class MetaTrainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.generator.set_state(ckpt["rng"]["tasks"])
             torch.set_rng_state(ckpt["rng"]["torch"])
+            cuda_states = ckpt["rng"].get("cuda")
+            if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
             self.step = int(ckpt["step"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"checkpoint does not fit this learner/optimizer: {e}") from None
         self.best_val = ckpt.get("best_val")
         self.best_step = ckpt.get("best_step")
+        self._early_losses = [float(v) for v in ckpt.get("early_losses", [])]
+
+    def _uses_cuda(self) -> bool:
+        return learner_device_dtype(self.learner)[0].type == "cuda"
+
+    def _rng_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"tasks": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self._uses_cuda():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
 
     def _checkpoint_path(self, name: str) -> Path:
         assert self.run_dir is not None
@@ -214,13 +305,39 @@ class MetaTrainer:
             f.write(json.dumps(record) + "\n")
 
     def _truncate_log(self) -> None:
-        """Drop metrics.jsonl lines logged after the checkpoint being resumed (a killed run's tail)."""
+        """Drop metrics.jsonl lines logged after the checkpoint being resumed (a killed run's
+        tail), and any line that does not parse (a write cut short by the kill)."""
         assert self.run_dir is not None
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        keep, dropped = read_metrics(path, max_step=self.step)
+        if dropped:
+            warnings.warn(
+                f"{path}: dropped {dropped} unreadable line(s) (a write cut short); resuming from step {self.step}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in keep), path)
+
+    def _check_divergence(self, loss: float) -> None:
+        """Warn once if ``|loss|`` exceeds ``divergence_factor`` x the early median ``|loss|``."""
+        if self.divergence_factor is None or self._warned_divergence:
+            return
+        if len(self._early_losses) < _EARLY_STEPS:
+            self._early_losses.append(abs(loss))
+        if len(self._early_losses) < 5:  # a median of fewer steps is too noisy to compare with
+            return
+        base = statistics.median(self._early_losses)
+        if abs(loss) > self.divergence_factor * max(base, 1e-12):
+            self._warned_divergence = True
+            warnings.warn(
+                f"loss: |loss| = {abs(loss):.3g} at step {self.step} is more than {self.divergence_factor:g} x "
+                f"its early median {base:.3g}; training is diverging (lower training.lr or the inner "
+                f"learning rate, or lower training.grad_clip)",
+                DivergenceWarning,
+                stacklevel=3,
+            )
 
     # -------------------------------------------------------------- loop
     def validate(self) -> dict[str, float]:
@@ -235,6 +352,7 @@ class MetaTrainer:
         try:
             with torch.no_grad():
                 for batch in self.val_episodes:
+                    batch = batch_to_learner(batch, self.learner)
                     pred = self.learner(batch)
                     y, m = batch.query_y, batch.query_mask
                     main = ("val_accuracy", accuracy) if batch.is_classification else ("val_mse", mse)
@@ -249,25 +367,35 @@ class MetaTrainer:
 
         Raises:
             CheckpointError: the run directory's checkpoint is unreadable or from another config.
+            ConfigError: ``steps`` is below the checkpoint's step (a run cannot be un-trained).
             NumericalError: the loss became NaN/Inf (the last checkpoint is left intact).
         """
+        self._warned_divergence = False
         if self.run_dir is not None:
+            if self.run_dir.exists() and not self.run_dir.is_dir():
+                raise ConfigError(f"run_dir: expected a directory, got the file {str(self.run_dir)!r}")
             self.run_dir.mkdir(parents=True, exist_ok=True)
             last = self._checkpoint_path("last.pt")
             if last.exists():
                 self.load_state_dict(load_checkpoint(last, self.config))
-                self._truncate_log()
+                if self.step > self.steps:
+                    raise ConfigError(
+                        f"steps: {self.steps} is below the step of the checkpoint in {str(self.run_dir)!r} "
+                        f"({self.step}); nothing to train. Give steps > {self.step} to train further, "
+                        f"or a new run directory"
+                    )
+            self._truncate_log()
         if self.step == 0:
             torch.manual_seed(self.seed)
             self.generator.manual_seed(self.seed)
-        result = TrainResult(self.step, best_val=self.best_val, best_step=self.best_step)
+        result = TrainResult(self.step, best_val=self.best_val, best_step=self.best_step, resumed_from=self.step)
         self.learner.train()
         bar = tqdm(total=self.steps, initial=self.step, desc="meta-train", disable=not self.progress)
         deadline = None if self.max_minutes is None else time.monotonic() + 60.0 * self.max_minutes
         try:
             while self.step < self.steps:
                 out_of_time = deadline is not None and time.monotonic() > deadline
-                batch = self.source.sample(self.meta_batch_size, generator=self.generator)
+                batch = batch_to_learner(self.source.sample(self.meta_batch_size, generator=self.generator), self.learner)
                 self.optimizer.zero_grad(set_to_none=True)
                 out = self.learner.meta_loss(batch)
                 if not torch.isfinite(out.loss):
@@ -284,6 +412,7 @@ class MetaTrainer:
                 self.optimizer.step()
                 self.step += 1
                 record = {"step": self.step, "loss": float(out.loss.detach()), **out.metrics}
+                self._check_divergence(record["loss"])
                 if self.step % self.log_every == 0 or self.step == self.steps:
                     result.history.append(record)
                     self._log(record)

@@ -232,7 +232,9 @@ def test_report_is_built_from_real_evaluate_output(tmp_path: Path, capsys: pytes
     assert main(["report", str(runs[0][0]), str(runs[1][0]), "--out", str(out)]) == 0
     assert str(out / "report.html") in capsys.readouterr().out
     payload = json.loads((out / "report.json").read_text())
-    table = payload["tables"]["regression"]
+    # both runs were evaluated on the same episodes (same fingerprint): one group, one table
+    assert len(payload["groups"]) == 1
+    table = payload["groups"][0]["table"]
     assert [r["method"] for r in table["rows"]] == ["np", "np_other_seed"]
     for row, (_, res) in zip(table["rows"], runs):
         for name, ci in res.summary.items():

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from bayesmeta.exceptions import ConfigError, ShapeError
+from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 from bayesmeta.predictive import Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -95,12 +95,31 @@ class MetaLearner(nn.Module, abc.ABC):
         """Raise :class:`ShapeError` if the batch's kind does not match the learner's."""
         if not isinstance(batch, (TaskBatch, SupportSet)):
             raise ShapeError(f"{name}: expected a TaskBatch or SupportSet, got {type(batch).__name__}")
+        self._check_placement(batch.x if isinstance(batch, SupportSet) else batch.support_x, name)
         if self.task_kind is None:
             return
         is_cls = batch.n_way is not None
         if is_cls != (self.task_kind == "classification"):
             got = "classification (n_way set)" if is_cls else "regression (n_way None)"
             raise ShapeError(f"{name}: {type(self).__name__} is a {self.task_kind} learner, got a {got} batch")
+
+    def _check_placement(self, x: torch.Tensor, name: str) -> None:
+        """Raise :class:`InvalidValueError` if ``x`` is on another device or float dtype than the
+        learner (torch's own error names neither); the trainer and evaluator convert at the
+        boundary with :func:`bayesmeta.devices.batch_to_learner`, direct callers use ``batch.to``."""
+        params = [t for t in self.parameters() if t.is_floating_point()]
+        if not params or not isinstance(x, torch.Tensor):
+            return
+        p = params[0]
+        # A learner may keep a few scalars in another dtype than its backbone (a float32 noise
+        # next to a .double() model): only data matching none of the parameters is refused.
+        wrong_dtype = x.is_floating_point() and all(t.dtype != x.dtype for t in params)
+        if x.device != p.device or wrong_dtype:
+            raise InvalidValueError(
+                f"{name}: expected inputs on the learner's device and dtype ({p.device}, "
+                f"{str(p.dtype).removeprefix('torch.')}), got {x.device}, {str(x.dtype).removeprefix('torch.')}; "
+                f"move the data with {name}.to(device, dtype) or the learner with learner.to(...)"
+            )
 
     def check_query_x(self, posterior: TaskPosterior, query_x: torch.Tensor) -> None:
         """Raise :class:`ShapeError` unless ``query_x`` is ``[T, Q, ...]`` with the posterior's T."""

@@ -1,10 +1,22 @@
-"""``build_report``: run directories in, ``report.html`` / ``report.md`` / ``report.json`` out."""
+"""``build_report``: run directories in, ``report.html`` / ``report.md`` / ``report.json`` out.
+
+Runs are grouped by what they were evaluated on: the same task kind and the same episode
+fingerprint (the very same tasks, see :class:`bayesmeta.evaluation.EpisodeHasher`). Each group
+is its own section with its own table, figures and the protocol of each of its runs (method and
+options, model, task family and settings, steps trained, seeds, episodes, n, versions); runs of
+different groups are never put side by side and never ranked against each other. Within a
+group a "best" is marked only when a paired test over the same tasks says so
+(:mod:`bayesmeta.report.paired`). Tables hold per-task means; figures pool all query points,
+and both are labelled as such.
+"""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,9 +38,10 @@ from bayesmeta.report.figures import (
     to_png,
 )
 from bayesmeta.report.html import FigureBlock, Section, render_html
-from bayesmeta.report.loading import TASK_KINDS, RunResult, load_runs
+from bayesmeta.report.loading import RunResult, load_runs
 from bayesmeta.report.tables import (
     Table,
+    best_rule,
     ci_level,
     comparison_table,
     table_to_html,
@@ -36,7 +49,7 @@ from bayesmeta.report.tables import (
     table_to_markdown,
 )
 
-__all__ = ["build_report", "PER_TASK_METRICS"]
+__all__ = ["build_report", "group_runs", "RunGroup", "PER_TASK_METRICS"]
 
 PER_TASK_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "nll", "ece", "brier", "aurc", "mutual_information"),
@@ -59,7 +72,8 @@ def _classification_figures(runs: list[RunResult]) -> list[FigureBlock]:
         diagrams = [(r.label, reliability_diagram(r.predictive, r.targets, 15, mask=r.query_mask)) for r in have]
         figs.append(FigureBlock(
             "Reliability diagrams",
-            "Top-label accuracy per confidence bin (15 equal-width bins, all query points of all tasks pooled); "
+            "Top-label accuracy per confidence bin (15 equal-width bins). Pooled: all query points of all tasks "
+            "together, so the ECE in the titles is the pooled ECE, which differs from the per-task mean ECE of the table; "
             "the dashed diagonal is perfect calibration and the numbers along the top are the bins' point counts. "
             "Bars below the diagonal mean overconfidence.",
             to_png(reliability_figure(diagrams)),
@@ -81,8 +95,8 @@ def _regression_figures(runs: list[RunResult]) -> list[FigureBlock]:
         hists = [(r.label, pit_histogram(r.predictive, r.targets, 10, r.query_mask).numpy()) for r in have]
         figs.append(FigureBlock(
             "PIT histograms",
-            "Histogram of F(y), the predictive CDF at the target, over all query points, tasks and output dims; "
-            "flat (the dashed line) means calibrated; numbers are bin counts.",
+            "Histogram of F(y), the predictive CDF at the target, pooled over all query points, tasks and output dims; "
+            "flat (the dashed line) means calibrated, a U-shape overconfident, a hump underconfident; numbers are bin counts.",
             to_png(pit_figure(hists)),
         ))
         cov = [
@@ -91,7 +105,7 @@ def _regression_figures(runs: list[RunResult]) -> list[FigureBlock]:
         ]
         figs.append(FigureBlock(
             "Interval coverage",
-            "Fraction of targets inside the central interval of each nominal level (mean over tasks).",
+            "Fraction of targets inside the central interval of each nominal level (per-task mean).",
             to_png(coverage_figure(cov)),
         ))
         curves = [(r.label, risk_coverage_curve(r.predictive, r.targets, "entropy", r.query_mask)) for r in have]
@@ -119,22 +133,133 @@ def _per_task_block(runs: list[RunResult], kind: str) -> FigureBlock | None:
     )
 
 
-def _section(runs: list[RunResult], table: Table) -> Section:
-    kind = table.task_kind
-    sel = [r for r in runs if r.task_kind == kind]
+@dataclass(frozen=True)
+class RunGroup:
+    """Runs evaluated on identical episodes (or a single run whose episodes are unknown).
+
+    Attributes:
+        task_kind: ``"classification"`` or ``"regression"``.
+        fingerprint: the shared episode fingerprint, or None (an evaluation without one).
+        runs: the runs, in the order given.
+    """
+
+    task_kind: str
+    fingerprint: str | None
+    runs: tuple[RunResult, ...]
+
+    @property
+    def title(self) -> str:
+        """Kind, task family and settings, task count and the fingerprint's first digits."""
+        r = self.runs[0]
+        tasks = r.protocol.get("tasks") or {}
+        settings = ", ".join(f"{k} {v}" for k, v in tasks.items() if k != "name")
+        family = f"{tasks.get('name')}" + (f" ({settings})" if settings else "") if tasks else "tasks unknown"
+        episodes = f"episodes {self.fingerprint[:12]}" if self.fingerprint else "episodes not fingerprinted"
+        n = f"{len(self.runs)} run{'s' if len(self.runs) != 1 else ''}"
+        return f"{self.task_kind.capitalize()}: {family}, {r.n_tasks} tasks, {episodes} ({n})"
+
+
+def group_runs(runs: Sequence[RunResult]) -> list[RunGroup]:
+    """Group runs by task kind and episode fingerprint, in order of first appearance.
+
+    A run without a fingerprint (evaluated by an older version) is a group of its own: nothing
+    says its tasks are those of any other run.
+    """
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for r in runs:
+        key = (r.task_kind, r.episode_fingerprint or f"unknown:{r.run_dir.resolve()}")
+        groups.setdefault(key, []).append(r)
+    return [RunGroup(k[0], g[0].episode_fingerprint, tuple(g)) for k, g in groups.items()]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        name = value.get("name")
+        rest = ", ".join(f"{k}={_short(v)}" for k, v in value.items() if k != "name")
+        return f"{name}" + (f" ({rest})" if rest else "") if name is not None else rest
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    return "—" if value is None else str(value)
+
+
+def protocol_rows(run: RunResult) -> list[tuple[str, str]]:
+    """The protocol of one run as ``(field, text)`` rows."""
+    p = run.protocol
+    versions = p.get("versions") or {}
+    seeds = f"training {_short(p.get('training_seed'))}, evaluation {_short(p.get('evaluation_seed'))}"
+    episodes = f"{_short(p.get('n_episodes'))} episodes, {run.n_tasks} tasks"
+    if p.get("n_query_points") is not None:
+        episodes += f", {p['n_query_points']} query points"
+    steps = _short(p.get("steps_trained"))
+    if p.get("checkpoint"):
+        steps += f" ({p['checkpoint']} checkpoint)"
+    train_tasks = p.get("train_tasks")
+    rows = [
+        ("method and options", _short(p.get("method"))),
+        ("model", _short(p.get("model")) or "—"),
+        ("task family and settings (evaluation)", _short(p.get("tasks"))),
+    ]
+    if train_tasks and train_tasks != p.get("tasks"):
+        rows.append(("task settings (training)", _short(train_tasks)))
+    rows += [
+        ("steps trained", steps),
+        ("seeds", seeds),
+        ("episodes (n)", episodes),
+        ("device, dtype", f"{_short(p.get('device'))}, {_short(p.get('dtype'))}"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if k in ("bayesmeta", "torch", "python") and v) or "—"),
+        ("episode fingerprint", (run.episode_fingerprint or "— (not recorded: re-run bayesmeta evaluate)")[:16]),
+        ("config fingerprint", str(p.get("config_fingerprint") or "—")[:16]),
+    ]
+    return rows
+
+
+def _protocol_html(runs: Sequence[RunResult]) -> str:
+    e = html.escape
+    table = [protocol_rows(r) for r in runs]
+    head = "".join(f'<th scope="col">{e(r.label)}</th>' for r in runs)
+    body = []
+    for i, (name, _) in enumerate(table[0]):
+        cells = "".join(f"<td>{e(rows[i][1])}</td>" for rows in table)
+        body.append(f'<tr><th scope="row">{e(name)}</th>{cells}</tr>')
+    return (
+        f'<table class="metrics protocol"><thead><tr><th scope="col">protocol</th>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _protocol_markdown(runs: Sequence[RunResult]) -> str:
+    table = [protocol_rows(r) for r in runs]
+    lines = ["| protocol | " + " | ".join(r.label.replace("|", "/") for r in runs) + " |", "|---|" + "---|" * len(runs)]
+    for i, (name, _) in enumerate(table[0]):
+        lines.append(f"| {name} | " + " | ".join(rows[i][1].replace("|", "/") for rows in table) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _section(group: RunGroup, table: Table) -> Section:
+    kind = group.task_kind
+    sel = list(group.runs)
     figs = _classification_figures(sel) if kind == "classification" else _regression_figures(sel)
     block = _per_task_block(sel, kind)
     if block is not None:
         figs.append(block)
     figs.extend(calibration_figures(sel, kind))
     notes = [
-        f"Mean over tasks; brackets: the {ci_level(table)} confidence interval (bootstrap over tasks). "
-        "Green: best method for that metric (↓ lower is better, ↑ higher, →x closest to x)."
+        f"Per-task mean (each metric computed on each task, then averaged over tasks); brackets: the "
+        f"{ci_level(table)} confidence interval (bootstrap over tasks). {best_rule()} "
+        "↓ lower is better, ↑ higher, →x closest to x."
     ]
+    if group.fingerprint is None:
+        notes.append(
+            "This run's evaluation recorded no episode fingerprint, so it is not compared with any other run; "
+            "re-run `bayesmeta evaluate` to compare it."
+        )
+    undecided = [c for c in (table.tests or {}) if c not in table.best]
+    if undecided:
+        notes.append(f"No significant best for: {', '.join(undecided)}.")
     missing = [r.label for r in sel if r.predictive is None]
     if missing:
         notes.append(f"No eval/predictions.pt for {', '.join(missing)}: pooled figures omit them.")
-    return Section(f"{kind.capitalize()} ({len(sel)} run{'s' if len(sel) != 1 else ''})", table_to_html(table), tuple(notes), tuple(figs))
+    return Section(group.title, table_to_html(table), tuple(notes), tuple(figs), _protocol_html(sel))
 
 
 def _clean(x: Any) -> Any:
@@ -157,34 +282,42 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
 
     Args:
         run_dirs: run directories with ``eval/summary.json`` (and ideally ``per_task.jsonl`` and
-            ``predictions.pt``; see :mod:`bayesmeta.report.loading`).
+            ``predictions.pt``; see :mod:`bayesmeta.report.loading`); a directory given twice
+            is shown once.
         out_dir: where to write ``report.html`` (self-contained, figures embedded),
             ``report.md`` and ``report.json`` (the same tables); created if missing.
 
     Returns:
         The path of ``report.html``.
     """
+    given = len(run_dirs)
     runs = load_runs(list(run_dirs))
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidValueError(f"out_dir: expected a directory, got the file {str(out)!r}")
     out.mkdir(parents=True, exist_ok=True)
-    tables = [comparison_table(runs, k) for k in TASK_KINDS if any(r.task_kind == k for r in runs)]
+    groups = group_runs(runs)
+    tables = [comparison_table(list(g.runs), g.task_kind) for g in groups]
     with torch.no_grad():
-        sections = [_section(runs, t) for t in tables]
+        sections = [_section(g, t) for g, t in zip(groups, tables, strict=True)]
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     intro = [
-        f"Generated {stamp} from {len(runs)} run{'s' if len(runs) != 1 else ''}. "
-        "Metrics are computed per evaluation task and averaged over tasks."
+        f"Generated {stamp} from {len(runs)} run{'s' if len(runs) != 1 else ''} in {len(groups)} "
+        f"group{'s' if len(groups) != 1 else ''}. Runs are compared only within a group evaluated on identical "
+        "episodes (equal episode fingerprints); each group lists its runs' protocols. Tables hold per-task means; "
+        "figures pool all query points."
     ]
+    if given > len(runs):
+        intro.append(f"{given - len(runs)} run director{'ies were' if given - len(runs) != 1 else 'y was'} given more than once and shown once.")
     run_list = [(r.label, str(r.run_dir)) for r in runs]
     html_path = out / "report.html"
     html_path.write_text(render_html(_TITLE, intro, run_list, sections), encoding="utf-8")
 
-    md = [f"# {_TITLE}", "", intro[0], ""]
+    md = [f"# {_TITLE}", "", *[p + "\n" for p in intro]]
     md += [f"- **{label}**: `{path}`" for label, path in run_list]
-    for t, s in zip(tables, sections, strict=True):
-        md += ["", f"## {s.title}", "", table_to_markdown(t)]
+    for g, t, s in zip(groups, tables, sections, strict=True):
+        md += ["", f"## {s.title}", "", "### Protocol", "", _protocol_markdown(g.runs), "### Results", "", table_to_markdown(t)]
+        md += [n for n in s.notes[1:]]
     md += ["", "Figures (reliability diagrams, PIT histograms, risk–coverage curves, per-task distributions) are in report.html."]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
@@ -192,12 +325,17 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
         "title": _TITLE,
         "generated": stamp,
         "runs": [
-            {"label": r.label, "method": r.method, "run_dir": str(r.run_dir), "task_kind": r.task_kind, "n_tasks": r.n_tasks}
+            {"label": r.label, "method": r.method, "run_dir": str(r.run_dir), "task_kind": r.task_kind,
+             "n_tasks": r.n_tasks, "episode_fingerprint": r.episode_fingerprint, "protocol": r.protocol}
             for r in runs
         ],
-        "tables": {t.task_kind: table_to_json(t) for t in tables},
+        "groups": [
+            {"title": s.title, "task_kind": g.task_kind, "episode_fingerprint": g.fingerprint,
+             "runs": [r.label for r in g.runs], "table": table_to_json(t), "notes": list(s.notes)}
+            for g, t, s in zip(groups, tables, sections, strict=True)
+        ],
         "calibration": calibration_payload(runs),
         "figures": [{"section": s.title, "title": f.title, "caption": f.caption} for s in sections for f in s.figures],
     }
-    (out / "report.json").write_text(json.dumps(_clean(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(_clean(payload), indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
     return html_path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +31,11 @@ __all__ = [
 
 _DPI = 100
 _MAX_CURVE_POINTS = 800
+
+
+def _wrap(label: str, width: int = 38) -> str:
+    """Wrap a long run label so a panel title stays within its panel."""
+    return "\n".join(textwrap.wrap(label, width)) or label
 
 
 def to_png(fig: Figure) -> bytes:
@@ -77,7 +83,7 @@ def reliability_figure(diagrams: Sequence[tuple[str, ReliabilityDiagram]], max_c
         ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_xlabel("confidence (top-label probability)")
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{label}\nECE {d.ece:.3f}, MCE {d.mce:.3f}, n = {int(count.sum())}", fontsize=10)
+        ax.set_title(f"{_wrap(label)}\npooled ECE {d.ece:.3f}, MCE {d.mce:.3f}, n = {int(count.sum())}", fontsize=10)
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.85), fontsize=7, frameon=False)
     return fig
 
@@ -98,7 +104,9 @@ def pit_figure(histograms: Sequence[tuple[str, np.ndarray]], max_cols: int = 3) 
         ax.set_ylim(0, max(1.5, float(density.max()) * 1.2))
         ax.set_xlabel("PIT value F(y)")
         ax.set_ylabel("density")
-        ax.set_title(f"{label}\nn = {n} (U-shape: overconfident, hump: underconfident)", fontsize=10)
+        # short title: the reading guide (U-shape overconfident, hump underconfident) is in the
+        # caption; a long subtitle ran into the neighbouring panel's
+        ax.set_title(f"{_wrap(label)}\npooled over n = {n} points", fontsize=10)
         ax.legend(loc="upper right", fontsize=7, frameon=False)
     return fig
 

@@ -22,6 +22,8 @@ td.best { background: #e3f4e1; font-weight: 600; }
 .ci { color: #666; font-size: 0.85em; font-weight: normal; }
 .desc { color: #777; font-size: 0.8em; font-weight: normal; white-space: normal; }
 table.metrics tbody th { min-width: 14em; }
+table.protocol td { text-align: left; white-space: normal; max-width: 28em; font-family: ui-monospace, monospace;
+       font-size: 0.9em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
 .note { color: #555; font-size: 0.9em; }
@@ -40,12 +42,14 @@ class FigureBlock:
 
 @dataclass(frozen=True)
 class Section:
-    """A report section: a heading, an HTML table (already escaped), notes and figures."""
+    """A report section: a heading, an HTML table (already escaped), notes, figures, and the
+    protocol of its runs (an HTML table, already escaped; may be empty)."""
 
     title: str
     table_html: str
     notes: tuple[str, ...]
     figures: tuple[FigureBlock, ...]
+    protocol_html: str = ""
 
 
 def _img(fig: FigureBlock) -> str:
@@ -64,7 +68,7 @@ def render_html(title: str, intro: list[str], runs: list[tuple[str, str]], secti
         title: page title.
         intro: paragraphs of plain text (escaped here).
         runs: ``(label, run directory)`` per run.
-        sections: one per task kind.
+        sections: one per group of runs evaluated on identical episodes.
     """
     e = html.escape
     parts = [
@@ -81,6 +85,10 @@ def render_html(title: str, intro: list[str], runs: list[tuple[str, str]], secti
     ]
     for s in sections:
         parts.append(f"<h2>{e(s.title)}</h2>")
+        if s.protocol_html:
+            parts.append("<h3>Protocol</h3>")
+            parts.append(f'<div class="scroll">{s.protocol_html}</div>')
+            parts.append("<h3>Results</h3>")
         parts.append(f'<div class="scroll">{s.table_html}</div>')
         parts.extend(f'<p class="note">{e(n)}</p>' for n in s.notes)
         parts.extend(_img(f) for f in s.figures)

@@ -3,8 +3,10 @@
 A run directory, as written by :mod:`bayesmeta.evaluation`::
 
     RUN_DIR/config.yaml              resolved config; ``method: {name: ...}``
-    RUN_DIR/eval/summary.json        {"method", "task_kind", "n_tasks",
+    RUN_DIR/eval/summary.json        {"method", "task_kind", "n_tasks", "episode_fingerprint",
+                                      "wall_seconds", "protocol": {...},
                                       "metrics": {name: {"mean","low","high","n","level","method"}}}
+    RUN_DIR/run_info.json            optional; versions and seeds of the training run
     RUN_DIR/eval/per_task.jsonl      one JSON object per task: metric name -> float
     RUN_DIR/eval/calibrated_per_task.jsonl  optional (``evaluate --calibrate``): per-task metrics
                                      after the calibrator described in summary.json["calibrated"]
@@ -12,12 +14,16 @@ A run directory, as written by :mod:`bayesmeta.evaluation`::
                                      classification {"sample_log_probs" [M,T,Q,C], "targets" [T,Q]}
                                      regression {"sample_mean", "sample_variance" [M,T,Q,Dy],
                                                  "targets" [T,Q,Dy]}; optional "query_mask" [T,Q]
+
+Evaluations written before episode fingerprints existed load with ``episode_fingerprint = None``;
+the report never compares them with other runs. A run directory given twice is read once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,8 @@ import torch
 import yaml
 
 from bayesmeta.calibration import TemperatureScaling, VarianceScaling
-from bayesmeta.exceptions import BayesMetaError, DataError, InvalidValueError
+from bayesmeta.exceptions import BayesMetaError, CheckpointError, DataError, InvalidValueError
+from bayesmeta.io import safe_torch_load
 from bayesmeta.metrics.aggregation import mean_ci
 from bayesmeta.metrics.task_metrics import METRIC_INFO
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
@@ -53,6 +60,11 @@ class RunResult:
         predictive: the predictive rebuilt from ``predictions.pt``, or None.
         targets: its targets, or None.
         query_mask: optional ``[T, Q]`` bool mask.
+        episode_fingerprint: SHA-256 of the evaluated tasks, or None (evaluated by an older
+            version): only runs with equal fingerprints are compared.
+        protocol: how the run was trained and evaluated (method options, model, tasks, steps,
+            seeds, versions...); from ``summary.json``, completed from ``config.yaml`` and
+            ``run_info.json``.
         calibrated: ``summary.json``'s ``calibrated`` section (calibrator, metrics), or None.
         calibrated_per_task: metric name -> ``[T]`` after calibration.
         calibrated_predictive: the predictive after a scaling calibrator (rebuilt from the
@@ -69,6 +81,8 @@ class RunResult:
     predictive: CategoricalPredictive | GaussianPredictive | None = None
     targets: torch.Tensor | None = None
     query_mask: torch.Tensor | None = None
+    episode_fingerprint: str | None = None
+    protocol: dict[str, Any] = field(default_factory=dict)
     calibrated: dict[str, Any] | None = None
     calibrated_per_task: dict[str, np.ndarray] = field(default_factory=dict)
     calibrated_predictive: CategoricalPredictive | GaussianPredictive | None = None
@@ -81,17 +95,49 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}: expected valid JSON, got a parse error at line {e.lineno}: {e.msg}") from e
 
 
-def _method_from_config(run_dir: Path) -> str | None:
+def _read_config(run_dir: Path) -> dict[str, Any]:
     cfg = run_dir / "config.yaml"
     if not cfg.is_file():
-        return None
+        return {}
     try:
         data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise DataError(f"{cfg}: expected valid YAML, got {e}") from e
-    method = data.get("method") if isinstance(data, dict) else None
+        raise DataError(f"{cfg}: expected valid YAML, got {' '.join(str(e).split())}") from e
+    return data if isinstance(data, dict) else {}
+
+
+def _method_from_config(config: dict[str, Any]) -> str | None:
+    method = config.get("method")
     name = method.get("name") if isinstance(method, dict) else method
     return str(name) if name else None
+
+
+def _protocol(summary: dict[str, Any], config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The evaluation's protocol, completed from config.yaml and run_info.json where missing."""
+    proto = dict(summary.get("protocol") or {})
+    tr = config.get("training") if isinstance(config.get("training"), dict) else {}
+    ev = config.get("evaluation") if isinstance(config.get("evaluation"), dict) else {}
+    tasks = config.get("tasks") if isinstance(config.get("tasks"), dict) else {}
+    fallback = {
+        "method": config.get("method"),
+        "model": config.get("model"),
+        "tasks": {**tasks, **(ev.get("tasks") or {})} if tasks else None,
+        "training_seed": tr.get("seed"),
+        "evaluation_seed": ev.get("seed"),
+        "n_episodes": ev.get("n_episodes"),
+    }
+    info_path = run_dir / "run_info.json"
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            info = {}
+        if isinstance(info, dict):
+            fallback["versions"] = info.get("versions")
+    for k, v in fallback.items():
+        if proto.get(k) is None and v is not None:
+            proto[k] = v
+    return proto
 
 
 def _read_per_task(path: Path) -> dict[str, np.ndarray]:
@@ -116,9 +162,9 @@ def _read_predictions(path: Path, kind: str) -> tuple[Any, torch.Tensor | None, 
     if not path.is_file():
         return None, None, None
     try:
-        data = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise DataError(f"{path}: expected a tensor dict readable with weights_only=True, got {e}") from e
+        data = safe_torch_load(path)
+    except CheckpointError as e:
+        raise DataError(f"predictions.pt: expected plain tensors: {e}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
     need = ("sample_log_probs", "targets") if kind == "classification" else ("sample_mean", "sample_variance", "targets")
@@ -154,7 +200,8 @@ def load_run(run_dir: str | Path) -> RunResult:
         if not isinstance(ci, dict) or any(not isinstance(ci.get(k), int | float) for k in _CI_KEYS):
             raise DataError(f"{summary_path}: metric {name!r}: expected numbers 'mean', 'low', 'high', got {ci!r}")
         metrics[name] = dict(ci)
-    method = summary.get("method") or _method_from_config(rd) or rd.name
+    config = _read_config(rd)
+    method = summary.get("method") or _method_from_config(config) or rd.name
     per_task = _read_per_task(rd / "eval" / "per_task.jsonl")
     for name, values in per_task.items():  # known metrics only in per_task.jsonl still get a CI
         finite = values[np.isfinite(values)]
@@ -162,7 +209,15 @@ def load_run(run_dir: str | Path) -> RunResult:
             metrics[name] = mean_ci(finite).to_dict()
     pred, targets, mask = _read_predictions(rd / "eval" / "predictions.pt", kind)
     n_tasks = int(summary.get("n_tasks") or (next(iter(per_task.values())).size if per_task else 0))
-    run = RunResult(rd, str(method), str(method), kind, n_tasks, metrics, per_task, pred, targets, mask)
+    fingerprint = summary.get("episode_fingerprint") or None
+    protocol = _protocol(summary, config, rd)
+    protocol.setdefault("n_tasks", n_tasks)
+    if targets is not None:
+        protocol.setdefault("n_query_points", int(mask.sum()) if mask is not None else int(targets.shape[0] * targets.shape[1]))
+    run = RunResult(
+        rd, str(method), str(method), kind, n_tasks, metrics, per_task, pred, targets, mask,
+        str(fingerprint) if fingerprint else None, protocol,
+    )
     _read_calibrated(run, summary, summary_path)
     return run
 
@@ -187,10 +242,23 @@ def _read_calibrated(run: RunResult, summary: dict[str, Any], summary_path: Path
 
 
 def load_runs(run_dirs: list[str | Path] | list[Path]) -> list[RunResult]:
-    """Read several runs and give each a unique label (the method name, plus the directory on clashes)."""
+    """Read several runs and give each a unique label (the method name, plus the directory on clashes).
+
+    A directory given more than once (also through another spelling of the same path) is read
+    once, with a warning.
+    """
     if not run_dirs:
         raise InvalidValueError("run_dirs: expected at least one run directory, got none")
-    runs = [load_run(d) for d in run_dirs]
+    unique: list[Path] = []
+    seen_dirs: set[Path] = set()
+    for d in run_dirs:
+        key = Path(d).resolve()
+        if key in seen_dirs:
+            warnings.warn(f"run_dirs: {str(d)!r} was given more than once; it is shown once", UserWarning, stacklevel=2)
+            continue
+        seen_dirs.add(key)
+        unique.append(Path(d))
+    runs = [load_run(d) for d in unique]
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.method] = counts.get(r.method, 0) + 1

@@ -1,8 +1,12 @@
 """Comparison tables of methods × metrics with CIs, as plain data, Markdown and HTML.
 
-One table per task kind. Cells hold the mean over tasks and its CI; the best method per metric
-(by :data:`~bayesmeta.metrics.METRIC_INFO`'s ``better``: lowest, highest or closest to the
-nominal value) is marked. Metrics without an ordering (entropies, sharpness) are not marked.
+One table per group of runs evaluated on identical episodes. Cells hold the *per-task mean*
+(each metric computed on each task, then averaged over tasks) and its CI over tasks. A run is
+marked best for a metric (by :data:`~bayesmeta.metrics.METRIC_INFO`'s ``better``: lowest,
+highest or closest to the nominal value) only when a paired bootstrap over the group's tasks
+says it beats every other run (:func:`bayesmeta.report.paired.select_best`); a leader that is
+not significantly ahead is not marked. Metrics without an ordering (entropies, sharpness) are
+never marked.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from bayesmeta.metrics.task_metrics import METRIC_INFO, METRIC_ORDER
 from bayesmeta.report.loading import RunResult
+from bayesmeta.report.paired import ALPHA, N_RESAMPLES, PairedTest, select_best
 
-__all__ = ["Table", "ci_level", "comparison_table", "format_value", "table_to_markdown", "table_to_html", "table_to_json"]
+__all__ = ["Table", "best_rule", "ci_level", "comparison_table", "format_value", "table_to_markdown", "table_to_html", "table_to_json"]
 
 
 @dataclass(frozen=True)
@@ -26,13 +33,21 @@ class Table:
         task_kind: ``"classification"`` or ``"regression"``.
         columns: metric names in :data:`METRIC_ORDER` for the kind, then any others alphabetically.
         rows: ``(label, {metric: ci dict})`` per run.
-        best: metric -> label of the best run (only for ordered metrics with two or more runs).
+        best: metric -> label of the significantly best run (ordered metrics, two or more runs,
+            paired test significant against every other run).
+        tests: metric -> {other label: paired test of the leader against it}, for every ordered
+            metric with two or more runs (also where no run is significantly best).
+        leaders: metric -> label of the run with the best aggregate (significant or not).
+        n_tasks: label -> number of evaluation tasks.
     """
 
     task_kind: str
     columns: list[str]
     rows: list[tuple[str, dict[str, dict[str, Any]]]]
     best: dict[str, str]
+    tests: dict[str, dict[str, PairedTest]] | None = None
+    leaders: dict[str, str] | None = None
+    n_tasks: dict[str, int] | None = None
 
 
 def _order(names: set[str], task_kind: str) -> list[str]:
@@ -40,27 +55,42 @@ def _order(names: set[str], task_kind: str) -> list[str]:
     return known + sorted(names - set(known))
 
 
-def _best(metric: str, rows: list[tuple[str, dict[str, dict[str, Any]]]]) -> str | None:
-    info = METRIC_INFO.get(metric)
-    vals = [(label, float(m[metric]["mean"])) for label, m in rows if metric in m and math.isfinite(float(m[metric]["mean"]))]
-    if info is None or info.better == "none" or len(vals) < 2:
-        return None
-    if info.better == "lower":
-        key = min(vals, key=lambda lv: lv[1])
-    elif info.better == "higher":
-        key = max(vals, key=lambda lv: lv[1])
-    else:
-        key = min(vals, key=lambda lv: abs(lv[1] - float(info.target or 0.0)))
-    return key[0]
+def comparison_table(runs: list[RunResult], task_kind: str | None = None) -> Table:
+    """The table of ``runs`` (of ``task_kind``, when given), rows in the given order.
 
-
-def comparison_table(runs: list[RunResult], task_kind: str) -> Table:
-    """The table of every run of ``task_kind`` (rows in the given order)."""
-    sel = [r for r in runs if r.task_kind == task_kind]
-    columns = _order({k for r in sel for k in r.summary}, task_kind)
+    The runs should form one group evaluated on identical episodes: "best" is decided by a paired
+    test over their per-task values, task by task.
+    """
+    sel = [r for r in runs if task_kind is None or r.task_kind == task_kind]
+    kind = task_kind or (sel[0].task_kind if sel else "classification")
+    columns = _order({k for r in sel for k in r.summary}, kind)
     rows = [(r.label, r.summary) for r in sel]
-    best = {c: b for c in columns if (b := _best(c, rows)) is not None}
-    return Table(task_kind, columns, rows, best)
+    best: dict[str, str] = {}
+    tests: dict[str, dict[str, PairedTest]] = {}
+    leaders: dict[str, str] = {}
+    sizes = {r.per_task[c].size for r in sel for c in columns if c in r.per_task}
+    for c in columns:
+        info = METRIC_INFO.get(c)
+        if info is None or info.better == "none" or len(sizes) != 1:
+            continue
+        values = {r.label: r.per_task[c] for r in sel if c in r.per_task and np.isfinite(r.per_task[c]).sum() >= 2}
+        if len(values) < 2:
+            continue
+        winner, pair = select_best(values, info.better, info.target)
+        tests[c] = pair
+        leaders[c] = next(iter(set(values) - set(pair)))
+        if winner is not None:
+            best[c] = winner
+    return Table(kind, columns, rows, best, tests, leaders, {r.label: r.n_tasks for r in sel})
+
+
+def best_rule() -> str:
+    """One sentence on how "best" is decided, for table notes."""
+    return (
+        f"Best (bold/green): ahead of every other run of this group in a paired bootstrap over the same "
+        f"tasks ({N_RESAMPLES:,} resamples, Holm-corrected p < {ALPHA:g}); no mark when the leader is not "
+        f"significantly ahead."
+    )
 
 
 def format_value(x: float) -> str:
@@ -88,6 +118,11 @@ def _direction(metric: str) -> str:
     return " ↓" if info.better == "lower" else " ↑"
 
 
+def _head(table: Table, label: str) -> str:
+    n = (table.n_tasks or {}).get(label)
+    return label if n is None else f"{label} (n = {n} tasks)"
+
+
 def ci_level(table: Table) -> str:
     """The CIs' nominal level as a percentage string (``"95%"``)."""
     for _, metrics in table.rows:
@@ -107,7 +142,8 @@ def table_to_markdown(table: Table) -> str:
     The best value per metric is in bold; a legend of the metrics follows the table.
     """
     labels = [label for label, _ in table.rows]
-    lines = ["| metric | " + " | ".join(lb.replace("|", "/") for lb in labels) + " |", "|---|" + "---|" * len(labels)]
+    heads = [_head(table, lb).replace("|", "/") for lb in labels]
+    lines = ["| metric (per-task mean) | " + " | ".join(heads) + " |", "|---|" + "---|" * len(labels)]
     for c in table.columns:
         cells = []
         for label, metrics in table.rows:
@@ -117,8 +153,8 @@ def table_to_markdown(table: Table) -> str:
         lines.append(f"| {_metric_label(c)} | " + " | ".join(cells) + " |")
     legend = [f"- `{c}`: {METRIC_INFO[c].description}" for c in table.columns if c in METRIC_INFO]
     note = (
-        f"Mean over tasks with its {ci_level(table)} CI over tasks in brackets; bold: best method. "
-        "↓ lower is better, ↑ higher is better, →x closest to x."
+        f"Per-task mean (each metric computed per task, then averaged over tasks) with its {ci_level(table)} CI "
+        f"over tasks in brackets. {best_rule()} ↓ lower is better, ↑ higher is better, →x closest to x."
     )
     return "\n".join(lines + ["", note, "", *legend]) + "\n"
 
@@ -130,7 +166,7 @@ def table_to_html(table: Table) -> str:
     is its row header's tooltip and is also shown under its name.
     """
     e = html.escape
-    head = "".join(f'<th scope="col">{e(label)}</th>' for label, _ in table.rows)
+    head = "".join(f'<th scope="col">{e(_head(table, label))}</th>' for label, _ in table.rows)
     body = []
     for c in table.columns:
         desc = METRIC_INFO[c].description if c in METRIC_INFO else ""
@@ -144,7 +180,7 @@ def table_to_html(table: Table) -> str:
             f'<br><span class="desc">{e(desc)}</span></th>{"".join(tds)}</tr>'
         )
     return (
-        f'<table class="metrics"><thead><tr><th scope="col">metric</th>{head}</tr></thead>'
+        f'<table class="metrics"><thead><tr><th scope="col">metric (per-task mean)</th>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"
     )
 
@@ -156,6 +192,12 @@ def table_to_json(table: Table) -> dict[str, Any]:
         "columns": table.columns,
         "rows": [{"method": label, "metrics": {c: metrics[c] for c in table.columns if c in metrics}} for label, metrics in table.rows],
         "best": table.best,
+        "leaders": table.leaders or {},
+        "n_tasks": table.n_tasks or {},
+        "paired_tests": {
+            c: {other: t.to_dict() for other, t in pair.items()} for c, pair in (table.tests or {}).items()
+        },
+        "aggregation": "per-task mean",
         "metric_info": {
             c: {"description": METRIC_INFO[c].description, "better": METRIC_INFO[c].better, "target": METRIC_INFO[c].target}
             for c in table.columns

@@ -3,7 +3,7 @@
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 from bayesmeta.tasks.clinical import PREVALENCE_MODES, ClinicalSampler, prevalence_counts
 from bayesmeta.tasks.datasets import OMNIGLOT_SPLITS, LabelledDataset, omniglot, omniglot_splits
-from bayesmeta.tasks.episodes import TaskSource, concat_tasks, fixed_episodes
+from bayesmeta.tasks.episodes import TaskSource, concat_tasks, fixed_episodes, iter_episodes
 from bayesmeta.tasks.gp_curves import GPCurves
 from bayesmeta.tasks.medical import (
     MEDICAL_SPLITS,
@@ -34,6 +34,7 @@ __all__ = [
     "OMNIGLOT_SPLITS",
     "TaskSource",
     "fixed_episodes",
+    "iter_episodes",
     "concat_tasks",
     "GPCurves",
     # medical imaging

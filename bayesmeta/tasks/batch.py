@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from bayesmeta._validation import check_finite, describe
+from bayesmeta.devices import resolve_device, resolve_dtype
 from bayesmeta.exceptions import InvalidValueError, ShapeError
 
 __all__ = ["SupportSet", "TaskBatch"]
@@ -227,7 +228,14 @@ class TaskBatch:
         return TaskBatch(**kw)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TaskBatch:
-        """Move tensors to ``device``; cast floating-point tensors (x, regression y) to ``dtype``."""
+        """Move tensors to ``device``; cast floating-point tensors (x, regression y) to ``dtype``.
+
+        Raises:
+            ConfigError: a device this build or machine lacks (not torch's AssertionError), or a
+                dtype other than float32/float64.
+        """
+        device = None if device is None else resolve_device(device)
+        dtype = None if dtype is None else resolve_dtype(dtype)
         kw = {}
         for f in fields(self):
             v = getattr(self, f.name)

@@ -8,6 +8,7 @@ is left untouched.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -16,7 +17,7 @@ from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import InvalidValueError, ShapeError
 from bayesmeta.tasks.batch import TaskBatch
 
-__all__ = ["TaskSource", "concat_tasks", "fixed_episodes"]
+__all__ = ["TaskSource", "concat_tasks", "fixed_episodes", "iter_episodes"]
 
 
 @runtime_checkable
@@ -52,6 +53,21 @@ def fixed_episodes(
     Raises:
         InvalidValueError: a non-positive count, or a source without ``sample``.
     """
+    return list(iter_episodes(source, n_episodes, seed, tasks_per_batch))
+
+
+def iter_episodes(
+    source: TaskSource, n_episodes: int, seed: int, tasks_per_batch: int = 1
+) -> Iterator[TaskBatch]:
+    """The batches of :func:`fixed_episodes`, drawn one batch at a time.
+
+    The same tensors as ``fixed_episodes(source, n_episodes, seed, tasks_per_batch)``, but only
+    one batch is held at a time, so evaluation on hundreds of image episodes does not keep them
+    all in memory. Arguments are checked on the call, before the first batch is drawn.
+
+    Raises:
+        InvalidValueError: a non-positive count, a non-integer seed, or a source without ``sample``.
+    """
     check_positive_int("n_episodes", n_episodes)
     check_positive_int("tasks_per_batch", tasks_per_batch)
     if not isinstance(source, TaskSource):
@@ -60,9 +76,14 @@ def fixed_episodes(
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidValueError(f"seed: expected an integer, got {seed!r}")
+    return _draw_episodes(source, n_episodes, seed, tasks_per_batch)
+
+
+def _draw_episodes(source: TaskSource, n_episodes: int, seed: int, tasks_per_batch: int) -> Iterator[TaskBatch]:
     generator = torch.Generator().manual_seed(seed)
-    tasks = [source.sample(1, generator) for _ in range(n_episodes)]
-    return [concat_tasks(tasks[i : i + tasks_per_batch]) for i in range(0, n_episodes, tasks_per_batch)]
+    for start in range(0, n_episodes, tasks_per_batch):
+        n = min(tasks_per_batch, n_episodes - start)
+        yield concat_tasks([source.sample(1, generator) for _ in range(n)])
 
 
 def concat_tasks(batches: list[TaskBatch]) -> TaskBatch:

@@ -25,9 +25,18 @@ def write_run(
     q: int = 20,
     predictions: bool = True,
     mask: bool = False,
+    episodes: int | None = 0,
+    shift: float = 0.0,
 ) -> Path:
-    """A run directory with config.yaml and eval/{summary.json, per_task.jsonl, predictions.pt}."""
+    """A run directory with config.yaml and eval/{summary.json, per_task.jsonl, predictions.pt}.
+
+    ``episodes`` seeds the tasks (targets) and names their fingerprint: runs with the same
+    ``episodes`` are evaluated on the same tasks (``None``: no fingerprint, as older versions
+    wrote); ``seed`` seeds the run's predictions; ``shift`` moves the predictions towards the
+    targets (a better model, task by task).
+    """
     g = torch.Generator().manual_seed(seed)
+    ge = torch.Generator().manual_seed(10_000 + (episodes or 0))
     run = root / f"{name}-{seed}"
     (run / "eval").mkdir(parents=True)
     (run / "config.yaml").write_text(f"method:\n  name: {name}\nseed: {seed}\n", encoding="utf-8")
@@ -36,14 +45,15 @@ def write_run(
         query_mask = torch.ones(t, q, dtype=torch.bool)
         query_mask[::2, q // 2 :] = False
     if kind == "classification":
+        y = torch.randint(0, 5, (t, q), generator=ge)
         z = 2.0 * torch.randn(1, t, q, 5, generator=g, dtype=torch.float64)
-        y = torch.multinomial(torch.softmax(z[0], -1).reshape(-1, 5), 1, generator=g).reshape(t, q)
+        z = z + shift * torch.nn.functional.one_hot(y, 5).double()
         members = z + 0.5 * torch.randn(4, t, q, 5, generator=g, dtype=torch.float64)
         pred = CategoricalPredictive(logits=members * temperature)
         blob = {"sample_log_probs": pred.sample_log_probs.float(), "targets": y}
     else:
-        mean = torch.randn(1, t, q, 1, generator=g, dtype=torch.float64)
-        y = mean[0] + torch.randn(t, q, 1, generator=g, dtype=torch.float64)
+        y = torch.randn(t, q, 1, generator=ge, dtype=torch.float64)
+        mean = y + (1.0 - shift) * torch.randn(1, t, q, 1, generator=g, dtype=torch.float64)
         members = mean + 0.3 * torch.randn(3, t, q, 1, generator=g, dtype=torch.float64)
         pred = GaussianPredictive(members, torch.full((3, t, q, 1), 0.9 / temperature**2, dtype=torch.float64))
         blob = {"sample_mean": pred.sample_mean.float(), "sample_variance": pred.sample_variance.float(), "targets": y.float()}
@@ -54,6 +64,7 @@ def write_run(
         "method": name,
         "task_kind": kind,
         "n_tasks": t,
+        "episode_fingerprint": None if episodes is None else f"{kind}-{t}-{q}-episodes{episodes}".ljust(64, "0"),
         "metrics": {k: v.to_dict() for k, v in aggregate_metrics(per_task).items()},
     }
     (run / "eval" / "summary.json").write_text(json.dumps(summary), encoding="utf-8")

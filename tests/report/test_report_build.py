@@ -38,7 +38,7 @@ class _Tags(HTMLParser):
 def test_report_files_and_tables(make_run: Any, tmp_path: Path) -> None:
     runs = [
         make_run("maml", "classification", seed=0, temperature=3.0),
-        make_run("bmaml", "classification", seed=1),
+        make_run("bmaml", "classification", seed=1, shift=3.0),
         make_run("dkt", "regression", seed=2),
     ]
     out = tmp_path / "out"
@@ -61,21 +61,24 @@ def test_report_files_and_tables(make_run: Any, tmp_path: Path) -> None:
 
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert [r["label"] for r in report["runs"]] == ["maml", "bmaml", "dkt"]
-    cls = report["tables"]["classification"]
+    assert [g["task_kind"] for g in report["groups"]] == ["classification", "regression"]
+    cls = report["groups"][0]["table"]
     assert cls["columns"][:4] == ["accuracy", "nll", "brier", "ece"]
     for row in cls["rows"]:
         summary = json.loads((runs[["maml", "bmaml"].index(row["method"])] / "eval" / "summary.json").read_text())
         assert row["metrics"] == summary["metrics"]
     acc = {row["method"]: row["metrics"]["accuracy"]["mean"] for row in cls["rows"]}
-    assert cls["best"]["accuracy"] == max(acc, key=acc.get)
-    ece = {row["method"]: row["metrics"]["ece"]["mean"] for row in cls["rows"]}
-    assert cls["best"]["ece"] == min(ece, key=ece.get)
+    # bmaml's predictions are shifted towards every task's label: significantly best
+    assert cls["best"]["accuracy"] == max(acc, key=acc.get) == "bmaml"
+    assert cls["paired_tests"]["accuracy"]["maml"]["p_value"] < 0.05
+    for metric, label in cls["best"].items():  # a marked best is always the leader
+        assert cls["leaders"][metric] == label
     assert "entropy" not in cls["best"]  # descriptive metrics are not ranked
-    assert report["tables"]["regression"]["best"] == {}  # a single run is never "best"
+    assert report["groups"][1]["table"]["best"] == {}  # a single run is never "best"
     assert len(report["figures"]) == 7
 
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "| metric | maml | bmaml |" in md
+    assert "| metric (per-task mean) | maml (n = 12 tasks) | bmaml (n = 12 tasks) |" in md
     best_acc = cls["rows"][[r["method"] for r in cls["rows"]].index(cls["best"]["accuracy"])]["metrics"]["accuracy"]
     assert f"**{format_value(best_acc['mean'])}** [{format_value(best_acc['low'])}, {format_value(best_acc['high'])}]" in md
     assert "| crps ↓ |" in md and "| coverage_90 (→0.9) |" in md
