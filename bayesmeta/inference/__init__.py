@@ -11,7 +11,8 @@
 
 from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
-from bayesmeta.inference.bmaml import BMAML, ParticlePosterior
+from bayesmeta.inference.bmaml import BMAML
+from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT, DKTPosterior
 from bayesmeta.inference.ensemble import Ensemble, EnsemblePosterior

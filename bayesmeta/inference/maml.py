@@ -19,7 +19,6 @@ the residuals detached, so it does not change the network's meta-gradient), or f
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -29,14 +28,10 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from bayesmeta._validation import check_positive_int
-from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
-from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
-from bayesmeta.inference.inner_loop import (
-    Params,
-    batched_gradient_steps,
-    cross_entropy_loss,
-    squared_error_loss,
-)
+from bayesmeta.exceptions import ConfigError, NumericalError
+from bayesmeta.inference.base import StepOutput, TaskKind, TaskPosterior
+from bayesmeta.inference.gradient_base import GradientLearner, Noise, full_mask
+from bayesmeta.inference.inner_loop import Params, TaskLoss, batched_gradient_steps
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import context_mode, query_forward, support_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
@@ -67,7 +62,7 @@ class MAMLPosterior(TaskPosterior):
         return next(iter(self.params.values())).shape[0]
 
 
-class MAML(MetaLearner):
+class MAML(GradientLearner):
     """Model-agnostic meta-learning with a batched, functional inner loop.
 
     Args:
@@ -111,24 +106,10 @@ class MAML(MetaLearner):
         test_inner_steps: int | None = None,
         chunk_size: int | None = None,
         task_kind: TaskKind | None = None,
-        noise: float | Literal["learned"] = "learned",
+        noise: Noise = "learned",
     ) -> None:
-        super().__init__(task_kind)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if not (isinstance(inner_lr, (int, float)) and inner_lr > 0 and math.isfinite(inner_lr)):
-            raise ConfigError(f"inner_lr: expected a positive finite float, got {inner_lr!r}")
-        self.inner_steps = check_positive_int("inner_steps", inner_steps, minimum=0)
-        self.test_inner_steps = (
-            self.inner_steps if test_inner_steps is None
-            else check_positive_int("test_inner_steps", test_inner_steps, minimum=0)
-        )
-        if chunk_size is not None:
-            check_positive_int("chunk_size", chunk_size)
-        self.model = model
-        self.inner_lr = float(inner_lr)
+        super().__init__(model, inner_lr, inner_steps, test_inner_steps, chunk_size, task_kind, noise)
         self.first_order = bool(first_order)
-        self.chunk_size = chunk_size
         self._anil = adapt == "head"
         names = [n for n, _ in model.named_parameters()]
         if adapt == "all":
@@ -154,15 +135,6 @@ class MAML(MetaLearner):
             self.inner_lrs = nn.ParameterDict(
                 {n.replace(".", "__"): nn.Parameter(torch.full_like(params[n], self.inner_lr)) for n in self.adapted_names}
             )
-        self.log_noise: nn.Parameter | None = None
-        self.fixed_noise: float | None = None
-        if noise == "learned":
-            if task_kind != "classification":
-                self.log_noise = nn.Parameter(torch.zeros(()))  # noise std 1 at the start
-        elif isinstance(noise, (int, float)) and noise > 0:
-            self.fixed_noise = float(noise)
-        else:
-            raise ConfigError(f"noise: expected 'learned' or a positive float, got {noise!r}")
 
     # ------------------------------------------------------------ internals
     def _split_params(self) -> tuple[Params, Params]:
@@ -189,14 +161,14 @@ class MAML(MetaLearner):
             return lambda p, inp, context_mask=None: functional_call(
                 head, {k.removeprefix("head."): v for k, v in p.items()}, (inp,)
             )
-        buffers = dict(self.model.named_buffers())
-        model = self.model
+        return self.forward_fn(frozen)
 
-        def f(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
-            kwargs = {} if context_mask is None else {"context_mask": context_mask}
-            return functional_call(model, {**frozen, **p, **buffers}, (inp,), kwargs)
+    def _inner_loss(self, support_loss: TaskLoss, theta: Params) -> TaskLoss:
+        """The objective the inner loop steps on, given the support loss and the starting point.
 
-        return f
+        MAML steps on the support loss itself; iMAML adds its proximal term here.
+        """
+        return support_loss
 
     def _inner_context(self) -> str | None:
         """The context mode seen inside the vmapped per-task function (none under ANIL)."""
@@ -212,35 +184,17 @@ class MAML(MetaLearner):
         adapted, frozen = self._split_params()
         f = self._forward_fn(frozen)
         is_cls = support.n_way is not None
-        in_context = self._inner_context() is not None
-
-        def task_loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            # a context-normalized backbone takes its task statistics from the present support points
-            out = f(p, x, m) if in_context else f(p, x)
-            return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
-
+        task_loss = self._inner_loss(self.support_loss(is_cls, f, self._inner_context() is not None), adapted)
         check_input_shape(self.model, support.x, "support_x")
-        mask = support.mask
-        if mask is None:
-            mask = torch.ones(support.x.shape[:2], dtype=torch.bool, device=support.x.device)
+        mask = full_mask(support.x, support.mask)
         inputs = self._support_inputs(support.x, support.mask)
-        if is_cls:
-            self._check_out_dim(support.n_way)
+        self.check_out_dim(support.n_way)
         new = batched_gradient_steps(
             task_loss, adapted, inputs, support.y, mask, steps, self._step_sizes(),
             first_order=first_order, chunk_size=self.chunk_size,
         )
         keep = context_mode(self.model) == "support"
         return MAMLPosterior(new, support.n_way, support.x if keep else None, support.mask if keep else None)
-
-    def _check_out_dim(self, n_way: int | None) -> None:
-        """Refuse a batch whose n_way differs from the head's number of logits."""
-        out_features = getattr(self.model, "out_features", None)
-        if out_features is not None and n_way is not None and out_features != n_way:
-            raise ShapeError(
-                f"n_way: the model's head has out_features = {out_features} logits, "
-                f"but the batch is {n_way}-way"
-            )
 
     def _outputs(
         self, posterior: MAMLPosterior, query_x: torch.Tensor, query_mask: torch.Tensor | None = None
@@ -271,14 +225,6 @@ class MAML(MetaLearner):
 
         return vmap(one_task, chunk_size=self.chunk_size)(posterior.params, query_x, sx, sm, qm)
 
-    def noise_variance(self) -> torch.Tensor | float:
-        """Regression observation-noise variance used by the predictive."""
-        if self.fixed_noise is not None:
-            return self.fixed_noise ** 2
-        if self.log_noise is None:
-            raise ConfigError("noise: this MAML was built for classification and has no regression noise")
-        return torch.exp(2.0 * self.log_noise)
-
     # ------------------------------------------------------------ interface
     def meta_loss(self, batch: TaskBatch) -> StepOutput:
         """Query loss after ``inner_steps`` steps on the support set, averaged over tasks.
@@ -293,9 +239,7 @@ class MAML(MetaLearner):
         self.check_batch(batch)
         post = self._adapt(batch.support, self.inner_steps, self.first_order)
         out = self._outputs(post, batch.query_x, batch.query_mask)  # [T, Q, out]
-        qmask = batch.query_mask
-        if qmask is None:
-            qmask = torch.ones(batch.query_x.shape[:2], dtype=torch.bool, device=out.device)
+        qmask = full_mask(batch.query_x, batch.query_mask)
         w = qmask.to(out.dtype)
         if batch.is_classification:
             ce = torch.nn.functional.cross_entropy(out.flatten(0, 1), batch.query_y.flatten(), reduction="none")
@@ -307,11 +251,7 @@ class MAML(MetaLearner):
         loss = mse
         metrics = {"mse": float(mse.detach())}
         if self.log_noise is not None:
-            # Maximum-likelihood fit of the noise on detached residuals: it cannot move theta.
-            var = torch.exp(2.0 * self.log_noise)
-            r2 = ((out.detach() - batch.query_y) ** 2)
-            nll = 0.5 * (torch.log(2 * math.pi * var) + r2 / var).mean(-1)
-            loss = loss + (nll * w).sum() / w.sum()
+            loss = loss + self.noise_fit(out, batch.query_y, qmask)
             metrics["noise_std"] = float(self.log_noise.detach().exp())
         metrics["loss"] = float(loss.detach())
         return StepOutput(loss, metrics)
