@@ -12,15 +12,17 @@
 from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.bmaml import BMAML
-from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT, DKTPosterior
 from bayesmeta.inference.ensemble import Ensemble, EnsemblePosterior
+from bayesmeta.inference.imaml import IMAML
 from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.maml import MAML, MAMLPosterior
 from bayesmeta.inference.neural_process import NeuralProcessPosterior
+from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.platipus import PLATIPUS
 from bayesmeta.inference.protonet import ProtoNet, ProtoPosterior
+from bayesmeta.inference.reptile import Reptile
 from bayesmeta.inference.versa import VERSA, VERSAPosterior
 
 __all__ = [
@@ -31,15 +33,18 @@ __all__ = [
     "DKTPosterior",
     "Ensemble",
     "EnsemblePosterior",
+    "IMAML",
     "MAML",
     "MAMLPosterior",
     "MetaLearner",
     "NP",
+    "ParticleLearner",
     "NeuralProcessPosterior",
     "PLATIPUS",
     "ParticlePosterior",
     "ProtoNet",
     "ProtoPosterior",
+    "Reptile",
     "StepOutput",
     "TaskPosterior",
     "VERSA",

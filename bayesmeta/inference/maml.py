@@ -180,21 +180,32 @@ class MAML(GradientLearner):
             return support_x
         return support_forward(self.model.features, self.model, support_x, support_mask, set_dim=1)
 
-    def _adapt(self, support: SupportSet, steps: int, first_order: bool) -> MAMLPosterior:
-        adapted, frozen = self._split_params()
+    def _support_problem(self, support: SupportSet) -> tuple[TaskLoss, torch.Tensor, torch.Tensor]:
+        """The support loss of one task, and what it consumes for every task.
+
+        Returns:
+            ``(loss(params, inputs, y, mask), inputs [T, S, ...], mask [T, S])``: inputs are raw
+            inputs, or body features under ANIL.
+        """
+        _, frozen = self._split_params()
         f = self._forward_fn(frozen)
-        is_cls = support.n_way is not None
-        task_loss = self._inner_loss(self.support_loss(is_cls, f, self._inner_context() is not None), adapted)
+        loss = self.support_loss(support.n_way is not None, f, self._inner_context() is not None)
         check_input_shape(self.model, support.x, "support_x")
-        mask = full_mask(support.x, support.mask)
-        inputs = self._support_inputs(support.x, support.mask)
         self.check_out_dim(support.n_way)
+        return loss, self._support_inputs(support.x, support.mask), full_mask(support.x, support.mask)
+
+    def _adapt(self, support: SupportSet, steps: int, first_order: bool) -> MAMLPosterior:
+        adapted, _ = self._split_params()
+        loss, inputs, mask = self._support_problem(support)
         new = batched_gradient_steps(
-            task_loss, adapted, inputs, support.y, mask, steps, self._step_sizes(),
+            self._inner_loss(loss, adapted), adapted, inputs, support.y, mask, steps, self._step_sizes(),
             first_order=first_order, chunk_size=self.chunk_size,
         )
+        return self._posterior(new, support)
+
+    def _posterior(self, params: Params, support: SupportSet) -> MAMLPosterior:
         keep = context_mode(self.model) == "support"
-        return MAMLPosterior(new, support.n_way, support.x if keep else None, support.mask if keep else None)
+        return MAMLPosterior(params, support.n_way, support.x if keep else None, support.mask if keep else None)
 
     def _outputs(
         self, posterior: MAMLPosterior, query_x: torch.Tensor, query_mask: torch.Tensor | None = None
@@ -239,22 +250,33 @@ class MAML(GradientLearner):
         self.check_batch(batch)
         post = self._adapt(batch.support, self.inner_steps, self.first_order)
         out = self._outputs(post, batch.query_x, batch.query_mask)  # [T, Q, out]
-        qmask = full_mask(batch.query_x, batch.query_mask)
-        w = qmask.to(out.dtype)
+        loss, metrics = self._query_objective(out, batch)
+        if self.log_noise is not None:
+            loss = loss + self.noise_fit(out, batch.query_y, full_mask(batch.query_x, batch.query_mask))
+            metrics["noise_std"] = float(self.log_noise.detach().exp())
+        metrics["loss"] = float(loss.detach())
+        return StepOutput(loss, metrics)
+
+    @staticmethod
+    def _query_objective(out: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """MAML's query loss, pooled over the present query points of all tasks, and diagnostics.
+
+        Args:
+            out: ``[T, Q, out]`` adapted outputs at the query points.
+            batch: the T tasks (targets and query mask).
+
+        Returns:
+            The mean cross-entropy (with ``accuracy``) or mean squared error averaged over Dy
+            (with ``mse``).
+        """
+        w = full_mask(batch.query_x, batch.query_mask).to(out.dtype)
         if batch.is_classification:
             ce = torch.nn.functional.cross_entropy(out.flatten(0, 1), batch.query_y.flatten(), reduction="none")
             loss = (ce * w.flatten()).sum() / w.sum()
             acc = ((out.argmax(-1) == batch.query_y).to(out.dtype) * w).sum() / w.sum()
-            return StepOutput(loss, {"loss": float(loss.detach()), "accuracy": float(acc.detach())})
-        se = ((out - batch.query_y) ** 2).mean(-1)
-        mse = (se * w).sum() / w.sum()
-        loss = mse
-        metrics = {"mse": float(mse.detach())}
-        if self.log_noise is not None:
-            loss = loss + self.noise_fit(out, batch.query_y, qmask)
-            metrics["noise_std"] = float(self.log_noise.detach().exp())
-        metrics["loss"] = float(loss.detach())
-        return StepOutput(loss, metrics)
+            return loss, {"accuracy": float(acc.detach())}
+        mse = (((out - batch.query_y) ** 2).mean(-1) * w).sum() / w.sum()
+        return mse, {"mse": float(mse.detach())}
 
     def adapt(self, support: SupportSet, steps: int | None = None) -> MAMLPosterior:
         """Adapt to every task's support set with ``test_inner_steps`` (or ``steps``) steps.
