@@ -9,6 +9,7 @@
 | any | :class:`Ensemble` (uniform mixture of M independently initialized learners) |
 """
 
+from bayesmeta.inference.alpaca import ALPaCA, ALPaCAPosterior
 from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.bmaml import BMAML
@@ -26,6 +27,8 @@ from bayesmeta.inference.reptile import Reptile
 from bayesmeta.inference.versa import VERSA, VERSAPosterior
 
 __all__ = [
+    "ALPaCA",
+    "ALPaCAPosterior",
     "ANP",
     "BMAML",
     "CNP",
