@@ -19,6 +19,7 @@ from bayesmeta.inference.ensemble import Ensemble, EnsemblePosterior
 from bayesmeta.inference.imaml import IMAML
 from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.maml import MAML, MAMLPosterior
+from bayesmeta.inference.matching import MatchingNet, MatchingPosterior
 from bayesmeta.inference.neural_process import NeuralProcessPosterior
 from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.platipus import PLATIPUS
@@ -39,6 +40,8 @@ __all__ = [
     "IMAML",
     "MAML",
     "MAMLPosterior",
+    "MatchingNet",
+    "MatchingPosterior",
     "MetaLearner",
     "NP",
     "ParticleLearner",

@@ -56,7 +56,7 @@ __all__ = ["IMAML", "conjugate_gradient"]
 
 def _dot(a: Params, b: Params) -> torch.Tensor:
     """Per-task inner products of two ``{name: [T, ...]}`` dicts, ``[T]``."""
-    return sum((a[k] * b[k]).flatten(1).sum(1) for k in a)  # type: ignore[return-value]
+    return sum((a[k] * b[k]).reshape(a[k].shape[0], -1).sum(1) for k in a)  # type: ignore[return-value]
 
 
 def conjugate_gradient(matvec, b: Params, steps: int) -> Params:
