@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -101,8 +100,6 @@ class ALPaCA(MetaLearner):
     Raises:
         ConfigError: an option out of range, or a backbone without ``feature_dim``.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = ("y_dim", "feature_dim", "bias", "prior_precision", "noise_init")
 
     def __init__(
         self,

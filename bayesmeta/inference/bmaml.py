@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -132,22 +132,6 @@ class BMAML(ParticleLearner):
         ConfigError: an option out of range (M < 1, a non-positive bandwidth...).
         ShapeError: a prior whose parameter names/shapes do not match ``model``.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "n_particles",
-        "inner_lr",
-        "inner_steps",
-        "leader_steps",
-        "objective",
-        "bandwidth",
-        "normalize",
-        "prior",
-        "prior_init_std",
-        "prior_weight",
-        "test_inner_steps",
-        "chunk_size",
-        "noise",
-    )
 
     def __init__(
         self,

@@ -57,7 +57,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import gpytorch
 import numpy as np
@@ -308,21 +308,6 @@ class DKT(MetaLearner):
         ``predict``: ``query_x [T, Q, *input]`` -> ``GaussianPredictive`` with mean/variance
         ``[1, T, Q, Dy]``, or ``CategoricalPredictive`` ``[1, T, Q, C]``.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "kernel",
-        "n_mixtures",
-        "n_way",
-        "noise_init",
-        "learn_noise",
-        "min_noise",
-        "mean",
-        "ard",
-        "feature_dim",
-        "class_probs",
-        "temperature",
-        "max_jitter",
-    )
 
     def __init__(
         self,

@@ -32,8 +32,6 @@ query residuals).
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import nn
 from torch.func import vmap
@@ -117,10 +115,6 @@ class IMAML(MAML):
         ConfigError: an option out of range, or ``inner_lr * reg >= 2`` (the inner steps would
             diverge on the proximal term alone).
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "inner_lr", "inner_steps", "reg", "cg_steps", "test_inner_steps", "chunk_size", "noise"
-    )
 
     def __init__(
         self,

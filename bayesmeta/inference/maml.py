@@ -84,17 +84,6 @@ class MAML(GradientLearner):
         ``predict``: query_x ``[T, Q, ...]`` -> predictive with M = 1.
     """
 
-    config_keys = (
-        "inner_lr",
-        "inner_steps",
-        "first_order",
-        "learn_inner_lr",
-        "adapt",
-        "test_inner_steps",
-        "chunk_size",
-        "noise",
-    )
-
     def __init__(
         self,
         model: nn.Module,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -161,8 +160,6 @@ class MatchingNet(MetaLearner):
         ``adapt``: support ``[T, S, ...]`` -> :class:`MatchingPosterior` (``[T, S, D]``).
         ``predict``: query_x ``[T, Q, ...]`` -> :class:`CategoricalPredictive` with M = 1.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = ("scale", "learn_scale", "fce", "fce_steps", "feature_dim")
 
     def __init__(
         self,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -119,17 +119,6 @@ class NeuralProcess(MetaLearner):
         min_std: lower bound of the predictive standard deviation, in ``[0, 1)``.
         context_in_target: add the context points to the training targets (the papers' setup).
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "x_dim",
-        "y_dim",
-        "hidden",
-        "r_dim",
-        "encoder_layers",
-        "decoder_layers",
-        "min_std",
-        "context_in_target",
-    )
 
     def __init__(
         self,

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -83,20 +82,6 @@ class PLATIPUS(ParticleLearner):
         ``adapt``: support ``[T, S, ...]`` -> :class:`ParticlePosterior` ``{name: [T, M, *shape]}``.
         ``predict``: query_x ``[T, Q, ...]`` -> mixture predictive with M members.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "inner_lr",
-        "inner_steps",
-        "n_samples",
-        "kl_weight",
-        "train_samples",
-        "prior_init_std",
-        "q_init_std",
-        "gamma_init",
-        "test_inner_steps",
-        "chunk_size",
-        "noise",
-    )
 
     def __init__(
         self,

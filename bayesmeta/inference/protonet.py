@@ -56,8 +56,6 @@ class ProtoNet(MetaLearner):
         ``predict``: query_x ``[T, Q, ...]`` -> logits ``[1, T, Q, C]``.
     """
 
-    config_keys: tuple[str, ...] = ()
-
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__("classification")
         if not isinstance(backbone, nn.Module):

@@ -24,8 +24,6 @@ logged diagnostics (``query_loss``, ``accuracy``/``mse``) and, for regression wi
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import nn
 
@@ -55,8 +53,6 @@ class Reptile(MAML):
     Raises:
         ConfigError: an option out of range.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = ("inner_lr", "inner_steps", "test_inner_steps", "chunk_size", "noise")
 
     def __init__(
         self,

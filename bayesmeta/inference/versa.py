@@ -39,7 +39,7 @@ points only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -111,16 +111,6 @@ class VERSA(MetaLearner):
         ``predict``: query_x ``[T, Q, ...]`` -> logits ``[L, T, Q, C]`` or mean/variance
         ``[L, T, Q, Dy]`` (L = 1 without variance).
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "n_samples",
-        "task_kind",
-        "variance",
-        "amortization",
-        "hidden",
-        "y_dim",
-        "min_noise_std",
-    )
 
     def __init__(
         self,
