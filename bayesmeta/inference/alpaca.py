@@ -41,6 +41,7 @@ from torch import nn
 
 from bayesmeta._validation import describe
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
+from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.gradient_base import full_mask, option_float, option_int
 from bayesmeta.models._shapes import check_input_shape
@@ -49,9 +50,6 @@ from bayesmeta.predictive import GaussianPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
 __all__ = ["ALPaCA", "ALPaCAPosterior"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
 
 @dataclass
 class ALPaCAPosterior(TaskPosterior):
@@ -231,7 +229,7 @@ class ALPaCA(MetaLearner):
         )
         mean, chol = self._condition(fs, batch.support_y, batch.support_mask)
         loc, var = self._moments(mean, chol, fq)
-        nll = 0.5 * (_LOG_2PI + var.log() + (batch.query_y - loc) ** 2 / var).mean(-1)  # [T, Q]
+        nll = -gaussian_log_density(batch.query_y, loc, var).mean(-1)  # [T, Q]
         w = full_mask(batch.query_x, batch.query_mask).to(nll.dtype)
         loss = (nll * w).sum() / w.sum()
         mse = ((((batch.query_y - loc) ** 2).mean(-1) * w).sum() / w.sum()).detach()

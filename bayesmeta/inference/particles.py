@@ -17,6 +17,7 @@ import torch
 from torch.func import vmap
 
 from bayesmeta.exceptions import ShapeError
+from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import TaskPosterior
 from bayesmeta.inference.gradient_base import GradientLearner, full_mask
 from bayesmeta.inference.inner_loop import Params
@@ -25,9 +26,6 @@ from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Pred
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
 __all__ = ["ParticleLearner", "ParticlePosterior"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
 
 @dataclass
 class ParticlePosterior(TaskPosterior):
@@ -122,7 +120,7 @@ class ParticleLearner(GradientLearner):
             per_point = -(torch.logsumexp(comp, 1) - math.log(m))
         else:
             var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)
-            comp = (-0.5 * (_LOG_2PI + var.log() + (y.unsqueeze(1) - out) ** 2 / var)).sum(-1)  # [T, M, Q]
+            comp = gaussian_log_density(y.unsqueeze(1), out, var).sum(-1)  # [T, M, Q]
             # per output dimension, like MAML's squared error averaged over Dy
             per_point = -(torch.logsumexp(comp, 1) - math.log(m)) / out.shape[-1]
         w = mask.to(per_point.dtype)
