@@ -2,11 +2,14 @@
 
 | family | learners |
 |---|---|
-| gradient, point | :class:`MAML` (FOMAML, Meta-SGD, ANIL as options) |
+| gradient, point | :class:`MAML` (FOMAML, Meta-SGD, ANIL as options), :class:`Reptile`, :class:`IMAML` |
 | gradient, particles / Gaussian | :class:`BMAML` (SVGD), :class:`PLATIPUS` |
-| amortized | :class:`ProtoNet`, :class:`VERSA`, :class:`CNP`, :class:`NP`, :class:`ANP` |
-| conjugate | :class:`DKT` (deep-kernel GP) |
+| amortized | :class:`ProtoNet`, :class:`MatchingNet`, :class:`VERSA`, :class:`CNP`, :class:`NP`, :class:`ANP` |
+| conjugate | :class:`ALPaCA` (Bayesian linear head), :class:`DKT` (deep-kernel GP) |
 | any | :class:`Ensemble` (uniform mixture of M independently initialized learners) |
+
+The gradient family shares one base, :class:`GradientLearner` (backbone, inner-loop options,
+support loss, noise model); :class:`ParticleLearner` adds the M-particle predictive.
 """
 
 from bayesmeta.inference.alpaca import ALPaCA, ALPaCAPosterior
@@ -16,6 +19,7 @@ from bayesmeta.inference.bmaml import BMAML
 from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT, DKTPosterior
 from bayesmeta.inference.ensemble import Ensemble, EnsemblePosterior
+from bayesmeta.inference.gradient_base import GradientLearner
 from bayesmeta.inference.imaml import IMAML
 from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.maml import MAML, MAMLPosterior
@@ -37,6 +41,7 @@ __all__ = [
     "DKTPosterior",
     "Ensemble",
     "EnsemblePosterior",
+    "GradientLearner",
     "IMAML",
     "MAML",
     "MAMLPosterior",
