@@ -39,15 +39,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bayesmeta._validation import describe
+from bayesmeta._validation import describe, option_float, option_int
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
-from bayesmeta.inference.gradient_base import full_mask, option_float, option_int
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.predictive import GaussianPredictive
-from bayesmeta.tasks.batch import SupportSet, TaskBatch
+from bayesmeta.tasks.batch import SupportSet, TaskBatch, full_mask
 
 __all__ = ["ALPaCA", "ALPaCAPosterior"]
 

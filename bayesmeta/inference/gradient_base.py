@@ -6,8 +6,9 @@ present support points) and predicts with a homoscedastic Gaussian *noise model*
 :class:`GradientLearner` holds what they share, so that it is written once:
 
 - the backbone ``model`` and the inner-loop options (``inner_lr``, ``inner_steps``,
-  ``test_inner_steps``, ``chunk_size``), validated by :func:`option_int` / :func:`option_float`,
-  which raise :class:`~bayesmeta.exceptions.ConfigError` for every bad option of every learner;
+  ``test_inner_steps``, ``chunk_size``), validated by the library's one option validator
+  (:func:`option_int` / :func:`option_float`, re-exported from ``bayesmeta._validation``), which
+  raises :class:`~bayesmeta.exceptions.ConfigError` for every bad option of every learner;
 - the noise model: ``noise="learned"`` (a log standard deviation ``log_noise``, starting at std 1,
   fitted by maximum likelihood on *detached* query residuals so it never moves the network's
   meta-gradient) or a fixed positive finite float (``fixed_noise``);
@@ -33,10 +34,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from bayesmeta._validation import option_float, option_int
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.inference.base import MetaLearner, TaskKind
 from bayesmeta.inference.inner_loop import Params, TaskLoss, cross_entropy_loss, squared_error_loss
 from bayesmeta.models.context import context_mode
+from bayesmeta.tasks.batch import full_mask
 
 __all__ = [
     "GradientLearner",
@@ -49,30 +52,6 @@ __all__ = [
 
 #: The regression noise option every gradient learner accepts.
 Noise = float | Literal["learned"]
-
-
-def option_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` if it is an int >= ``minimum`` (not a bool), else raise :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def option_float(name: str, value: object, allow_zero: bool = False) -> float:
-    """Return ``float(value)`` if it is a finite number > 0 (>= 0 with ``allow_zero``), else raise :class:`ConfigError`."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)  # type: ignore[operator]
-    if not ok:
-        want = "a finite float >= 0" if allow_zero else "a positive finite float"
-        raise ConfigError(f"{name}: expected {want}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def full_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``mask`` (``[T, N]`` bool), or all-True ``[T, N]`` for the leading dims of ``x`` when it is ``None``."""
-    if mask is not None:
-        return mask
-    return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
 
 
 def check_finite_params(params: Params, what: str) -> None:

@@ -214,11 +214,11 @@ class MAML(GradientLearner):
         mode = self._inner_context()
         if mode is None:
             return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, query_x)
-        qm = query_mask if query_mask is not None else torch.ones(query_x.shape[:2], dtype=torch.bool, device=query_x.device)
+        qm = full_mask(query_x, query_mask)
         if sx is None:  # transductive mode: the query set is its own context
             sx, sm = query_x, qm
-        elif sm is None:
-            sm = torch.ones(sx.shape[:2], dtype=torch.bool, device=sx.device)
+        else:
+            sm = full_mask(sx, sm)
 
         def one_task(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
             return query_forward(lambda x, context_mask=None: f(p, x, context_mask), self.model, xq, xs, ms, 0, mq)

@@ -32,14 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayesmeta._validation import describe
+from bayesmeta._validation import describe, option_float, option_int
 from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
-from bayesmeta.inference.gradient_base import full_mask, option_float, option_int
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.predictive import CategoricalPredictive
-from bayesmeta.tasks.batch import SupportSet, TaskBatch
+from bayesmeta.tasks.batch import SupportSet, TaskBatch, full_mask
 
 __all__ = ["MatchingNet", "MatchingPosterior", "cosine_attention_log_probs"]
 

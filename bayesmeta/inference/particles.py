@@ -82,11 +82,11 @@ class ParticleLearner(GradientLearner):
         if mode is None:
             over_particles = vmap(f, in_dims=(0, None))
             return vmap(over_particles, in_dims=(0, 0), chunk_size=self.chunk_size)(params, x)
-        qm = query_mask if query_mask is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        qm = full_mask(x, query_mask)
         if mode == "self" or support_x is None:
             support_x, support_mask = x, qm
-        elif support_mask is None:
-            support_mask = torch.ones(support_x.shape[:2], dtype=torch.bool, device=support_x.device)
+        else:
+            support_mask = full_mask(support_x, support_mask)
 
         def one(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
             return query_forward(lambda inp, context_mask=None: f(p, inp, context_mask), self.model, xq, xs, ms, 0, mq)

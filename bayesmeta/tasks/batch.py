@@ -21,7 +21,14 @@ import torch
 from bayesmeta._validation import check_finite, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
 
-__all__ = ["SupportSet", "TaskBatch"]
+__all__ = ["SupportSet", "TaskBatch", "full_mask"]
+
+
+def full_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``mask`` (``[T, N]`` bool), or all-True ``[T, N]`` for the leading dims of ``x`` when it is ``None``."""
+    if mask is not None:
+        return mask
+    return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
 
 
 def _check_set(
@@ -220,7 +227,7 @@ class TaskBatch:
     @cached_property
     def _joint(self) -> SupportSet:
         def cat_mask(m: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
-            return torch.ones(ref.shape[:2], dtype=torch.bool, device=ref.device) if m is None else m
+            return full_mask(ref, m)
 
         mask = None
         if self.support_mask is not None or self.query_mask is not None:
