@@ -44,7 +44,13 @@ from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.models._shapes import check_input_shape
-from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
+from bayesmeta.models.context import (
+    context_mode,
+    joint_forward,
+    query_forward,
+    set_features,
+    support_forward,
+)
 from bayesmeta.predictive import GaussianPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch, full_mask
 
@@ -142,12 +148,7 @@ class ALPaCA(MetaLearner):
 
     def _features_fn(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Head inputs ``phi`` of ``[T, N, *features]`` inputs, ``[T, N, D']``."""
-        fn = self.backbone.features if hasattr(self.backbone, "features") else self.backbone
-        if context_mode(self.backbone) is not None:
-            f = fn(x, context_mask=context_mask)
-        else:
-            f = fn(x.flatten(0, 1))  # per-example backbones may only accept one batch dim
-            f = f.reshape(*x.shape[:2], *f.shape[1:])
+        f = set_features(self.backbone, x, context_mask)
         if f.shape != (*x.shape[:2], self.feature_dim):
             raise ShapeError(
                 f"backbone: expected features {[*x.shape[:2], self.feature_dim]} (feature_dim), got {describe(f)}"

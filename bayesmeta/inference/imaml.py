@@ -41,7 +41,6 @@ from bayesmeta.inference.base import StepOutput, TaskKind
 from bayesmeta.inference.gradient_base import (
     Noise,
     check_finite_params,
-    full_mask,
     option_float,
     option_int,
 )
@@ -207,11 +206,7 @@ class IMAML(MAML):
         inner = sum((theta[k] * grads[k]).sum() for k in theta)
         loss = query_loss + inner - inner.detach()
         metrics["query_loss"] = float(query_loss)
-        if self.log_noise is not None:
-            loss = loss + self.noise_fit(out, batch.query_y, full_mask(batch.query_x, batch.query_mask))
-            metrics["noise_std"] = float(self.log_noise.detach().exp())
-        metrics["loss"] = float(loss.detach())
-        return StepOutput(loss, metrics)
+        return self._finish(loss, out, batch, metrics)
 
     def extra_repr(self) -> str:
         return f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, reg={self.reg}, cg_steps={self.cg_steps}"

@@ -240,7 +240,11 @@ class MAML(GradientLearner):
         post = self._adapt(batch.support, self.inner_steps, self.first_order)
         out = self._outputs(post, batch.query_x, batch.query_mask)  # [T, Q, out]
         loss, metrics = self._query_objective(out, batch)
-        if self.log_noise is not None:
+        return self._finish(loss, out, batch, metrics)
+
+    def _finish(self, loss: torch.Tensor, out: torch.Tensor, batch: TaskBatch, metrics: dict[str, float]) -> StepOutput:
+        """Add the learned noise's fit on detached query residuals (regression) and log the loss."""
+        if self.log_noise is not None and not batch.is_classification:
             loss = loss + self.noise_fit(out, batch.query_y, full_mask(batch.query_x, batch.query_mask))
             metrics["noise_std"] = float(self.log_noise.detach().exp())
         metrics["loss"] = float(loss.detach())

@@ -33,10 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from bayesmeta._validation import describe, option_float, option_int
-from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
+from bayesmeta.exceptions import ConfigError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.models._shapes import check_input_shape
-from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
+from bayesmeta.models.context import (
+    context_mode,
+    joint_forward,
+    query_forward,
+    set_features,
+    support_forward,
+)
+from bayesmeta.models.set_encoders import check_class_counts
 from bayesmeta.predictive import CategoricalPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch, full_mask
 
@@ -95,14 +102,7 @@ def cosine_attention_log_probs(
 
 
 def _check_classes(labels: torch.Tensor, n_way: int, mask: torch.Tensor) -> None:
-    counts = (F.one_hot(labels, n_way) * mask.unsqueeze(-1)).sum(1)  # [T, C]
-    empty = (counts == 0).nonzero()
-    if empty.numel():
-        t, c = empty[0].tolist()
-        raise InvalidValueError(
-            f"support_y: expected at least one support example per class (n_way = {n_way}), "
-            f"but class {c} of task {t} has none ({empty.shape[0]} empty class(es) in all)"
-        )
+    check_class_counts(F.one_hot(labels, n_way) * mask.unsqueeze(-1))
 
 
 class _FullContext(nn.Module):
@@ -192,12 +192,7 @@ class MatchingNet(MetaLearner):
     # ------------------------------------------------------------ internals
     def _embed_fn(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone embeddings of ``[T, N, *features]`` inputs, ``[T, N, D]``."""
-        f = self.backbone.features if hasattr(self.backbone, "features") else self.backbone
-        if context_mode(self.backbone) is not None:
-            out = f(x, context_mask=context_mask)
-        else:
-            out = f(x.flatten(0, 1))  # per-example backbones may only accept one batch dim
-            out = out.reshape(*x.shape[:2], *out.shape[1:])
+        out = set_features(self.backbone, x, context_mask)
         if out.dim() != 3:
             raise ShapeError(f"backbone: expected embeddings [N, D] per task, got {describe(out)}")
         return out

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from bayesmeta.inference.base import StepOutput, TaskKind
-from bayesmeta.inference.gradient_base import Noise, check_finite_params, full_mask, option_int
+from bayesmeta.inference.gradient_base import Noise, check_finite_params, option_int
 from bayesmeta.inference.maml import MAML
 from bayesmeta.tasks.batch import TaskBatch
 
@@ -93,11 +93,7 @@ class Reptile(MAML):
         loss = 0.5 * sum(((theta[k] - target[k]) ** 2).sum() for k in theta)
         query_loss, metrics = self._query_objective(out, batch)
         metrics.update(distance=float(loss.detach()), query_loss=float(query_loss))
-        if self.log_noise is not None:
-            loss = loss + self.noise_fit(out, batch.query_y, full_mask(batch.query_x, batch.query_mask))
-            metrics["noise_std"] = float(self.log_noise.detach().exp())
-        metrics["loss"] = float(loss.detach())
-        return StepOutput(loss, metrics)
+        return self._finish(loss, out, batch, metrics)
 
     def extra_repr(self) -> str:
         return f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, test_inner_steps={self.test_inner_steps}"
