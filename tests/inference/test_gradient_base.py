@@ -9,7 +9,15 @@ import torch
 
 from bayesmeta.config import METHODS
 from bayesmeta.exceptions import ConfigError
-from bayesmeta.inference import BMAML, IMAML, MAML, PLATIPUS, GradientLearner, ParticleLearner, Reptile
+from bayesmeta.inference import (
+    BMAML,
+    IMAML,
+    MAML,
+    PLATIPUS,
+    GradientLearner,
+    ParticleLearner,
+    Reptile,
+)
 from bayesmeta.inference.base import constructor_options
 from bayesmeta.models import MLP
 
