@@ -6,18 +6,26 @@ points, learner ``adapt``/``predict``); code inside ``vmap`` assumes checked inp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 
 __all__ = [
     "ArrayLike",
     "as_tensor",
     "check_mask",
-    "check_finite", "check_ndim", "check_size", "check_positive_int", "describe"]
+    "check_finite",
+    "check_ndim",
+    "check_size",
+    "check_positive_int",
+    "describe",
+    "option_float",
+    "option_int",
+]
 
 
 def describe(t: torch.Tensor) -> str:
@@ -86,3 +94,24 @@ def check_mask(mask: ArrayLike | None, shape: torch.Size) -> torch.Tensor | None
     if m.numel() and not bool(m.any(-1).all()):
         raise InvalidValueError("mask: expected at least one present point in every task, got a task with none")
     return m
+
+
+# ------------------------------------------------------------------ constructor options
+# One validator for the options a learner is built with (what a config sets): a bad option is a
+# ConfigError in every learner. Arguments of calls (steps=, n_samples= at predict time, data)
+# stay InvalidValueError / ShapeError.
+def option_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an int >= ``minimum`` (not a bool), else raise :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def option_float(name: str, value: object, allow_zero: bool = False) -> float:
+    """Return ``float(value)`` if it is a finite number > 0 (>= 0 with ``allow_zero``), else raise :class:`ConfigError`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)  # type: ignore[operator]
+    if not ok:
+        want = "a finite float >= 0" if allow_zero else "a positive finite float"
+        raise ConfigError(f"{name}: expected {want}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]

@@ -34,16 +34,20 @@ from torch import nn
 
 from bayesmeta.devices import DTYPES, check_device_name
 from bayesmeta.exceptions import BayesMetaError, ConfigError, ShapeError
+from bayesmeta.inference.alpaca import ALPaCA
 from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.base import MetaLearner
 from bayesmeta.inference.bmaml import BMAML
 from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT
 from bayesmeta.inference.ensemble import Ensemble
+from bayesmeta.inference.imaml import IMAML
 from bayesmeta.inference.latent_np import NP
 from bayesmeta.inference.maml import MAML
+from bayesmeta.inference.matching import MatchingNet
 from bayesmeta.inference.platipus import PLATIPUS
 from bayesmeta.inference.protonet import ProtoNet
+from bayesmeta.inference.reptile import Reptile
 from bayesmeta.inference.versa import VERSA
 from bayesmeta.models import MLP, Conv4
 from bayesmeta.tasks import (
@@ -128,6 +132,10 @@ METHODS: Mapping[str, MethodSpec] = {
     "anp": MethodSpec(ANP, backbone=False),
     # method: {name: ensemble, base: {name: maml, ...}, members: 5, seed: 0}; model as for the base
     "ensemble": MethodSpec(Ensemble),
+    "reptile": MethodSpec(Reptile),
+    "imaml": MethodSpec(IMAML),
+    "alpaca": MethodSpec(ALPaCA, head=False),
+    "matching": MethodSpec(MatchingNet, head=False),
 }
 
 MODELS: Mapping[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}

@@ -22,7 +22,7 @@ def _write(tmp_path: Path, cfg: dict) -> Path:
 
 
 def test_unknown_keys_methods_and_sections_are_named_with_the_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown method 'mamll'; valid choices are: .*maml, metasgd, np, platipus, protonet"):
+    with pytest.raises(ConfigError, match=r"unknown method 'mamll'; valid choices are: .*maml, matching, metasgd, np, platipus, protonet, reptile"):
         resolve_config({"method": {"name": "mamll"}, "tasks": {"name": "sinusoid"}})
     with pytest.raises(ConfigError, match=r"method: unknown key\(s\) 'inner_lrr'.*inner_lr"):
         resolve_config({"method": {"name": "maml", "inner_lrr": 0.1}, "tasks": {"name": "sinusoid"}})

@@ -10,8 +10,6 @@ path and the ELBO are the NP's; the encoders can add masked self-attention over 
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from bayesmeta.inference.neural_process import NeuralProcess, NeuralProcessPosterior
 
 __all__ = ["ANP", "NeuralProcessPosterior"]
@@ -39,14 +37,6 @@ class ANP(NeuralProcess):
         ``z_mean, z_std [T, z_dim]``.
         ``predict``: ``[T, Q, Dx]`` -> ``GaussianPredictive`` ``[M, T, Q, Dy]``.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        *NeuralProcess.config_keys,
-        "z_dim",
-        "n_heads",
-        "self_attention",
-        "n_samples",
-    )
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ A learner holds the meta-parameters theta (an ``nn.Module``'s parameters). For T
 from __future__ import annotations
 
 import abc
+import inspect
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -23,7 +24,24 @@ from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 from bayesmeta.predictive import Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
-__all__ = ["MetaLearner", "StepOutput", "TaskPosterior"]
+__all__ = ["MetaLearner", "StepOutput", "TaskPosterior", "constructor_options"]
+
+#: Constructor arguments that are objects built by the caller, not options a config can set.
+_NOT_OPTIONS = frozenset({"self", "model", "backbone"})
+
+
+def constructor_options(cls: type) -> tuple[str, ...]:
+    """The keyword options of ``cls.__init__``, in signature order, without the backbone argument.
+
+    Args:
+        cls: a learner class.
+
+    Returns:
+        Parameter names other than ``self``, ``model``/``backbone`` and ``*args``/``**kwargs``.
+    """
+    params = inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]
+    keep = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.name not in _NOT_OPTIONS and p.kind in keep)
 
 TaskKind = Literal["classification", "regression"]
 
@@ -62,8 +80,15 @@ class MetaLearner(nn.Module, abc.ABC):
     wrong kind are refused with a clear error at the boundary.
     """
 
-    #: Names of the constructor options a config may set; used by the config layer.
+    #: Names of the constructor options a config may set; used by the config layer. Derived
+    #: from the constructor's signature for every subclass (:func:`constructor_options`), so
+    #: that it cannot drift from the options the constructor actually takes.
     config_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "config_keys" not in cls.__dict__:
+            cls.config_keys = constructor_options(cls)
 
     def __init__(self, task_kind: TaskKind | None) -> None:
         super().__init__()

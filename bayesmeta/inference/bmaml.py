@@ -49,262 +49,31 @@ step is ``phi - inner_lr grad L_t(phi)``, the particle starts at the backbone's 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 
 from bayesmeta._validation import check_positive_int
-from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
-from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
-from bayesmeta.inference.inner_loop import Params, cross_entropy_loss, squared_error_loss
+from bayesmeta.exceptions import ConfigError, ShapeError
+from bayesmeta.inference.base import StepOutput, TaskKind
+from bayesmeta.inference.gradient_base import (
+    Noise,
+    check_finite_params,
+    full_mask,
+    option_float,
+    option_int,
+)
+from bayesmeta.inference.inner_loop import Params
+from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.svgd import batched_svgd_steps
 from bayesmeta.inference.task_noise import task_keys, task_seeds
-from bayesmeta.models.context import context_mode, query_forward
-from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.priors import DiagonalGaussianPrior
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
-__all__ = ["BMAML", "ParticleLearner", "ParticlePosterior"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-@dataclass
-class ParticlePosterior(TaskPosterior):
-    """An empirical posterior: M parameter sets per task (SVGD particles or posterior samples).
-
-    Attributes:
-        params: ``{name: [T, M, *shape]}``.
-        n_way: C for classification, ``None`` for regression.
-        support_x: ``[T, S, ...]`` support inputs, kept when the backbone normalizes queries with
-            their task's support statistics (``context_mode == "support"``), else ``None``.
-        support_mask: ``[T, S]`` bool or ``None``.
-    """
-
-    params: Params
-    n_way: int | None
-    support_x: torch.Tensor | None = None
-    support_mask: torch.Tensor | None = None
-
-    @property
-    def n_tasks(self) -> int:
-        return next(iter(self.params.values())).shape[0]
-
-    @property
-    def n_particles(self) -> int:
-        """M."""
-        return next(iter(self.params.values())).shape[1]
-
-
-def _option_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _option_float(name: str, value: float, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        want = "a finite float >= 0" if allow_zero else "a positive finite float"
-        raise ConfigError(f"{name}: expected {want}, got {value!r}")
-    return float(value)
-
-
-def _support_mask(s: SupportSet) -> torch.Tensor:
-    if s.mask is not None:
-        return s.mask
-    return torch.ones(s.x.shape[:2], dtype=torch.bool, device=s.x.device)
-
-
-def _check_finite_params(params: Params, what: str) -> None:
-    """Raise :class:`NumericalError` if any particle holds NaN/Inf (one sync, at the boundary)."""
-    bad = [k for k, v in params.items() if not bool(torch.isfinite(v).all())]
-    if bad:
-        raise NumericalError(
-            f"particles: {what} produced NaN/Inf in {bad}; the inner loop diverged or the "
-            f"meta-parameters are not finite (lower inner_lr, or check the learner's parameters)"
-        )
-
-
-class ParticleLearner(MetaLearner):
-    """Shared machinery of the learners whose posterior is a set of M parameter sets per task.
-
-    Holds the backbone and the regression noise, evaluates all particles of all tasks in one
-    nested ``vmap`` and turns their outputs into a mixture predictive. Not a method on its own.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        inner_lr: float,
-        inner_steps: int,
-        test_inner_steps: int | None,
-        chunk_size: int | None,
-        task_kind: TaskKind | None,
-        noise: float | Literal["learned"],
-    ) -> None:
-        super().__init__(task_kind)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if not list(model.parameters()):
-            raise ConfigError(f"model: {type(model).__name__} has no parameters to adapt")
-        self.model = model
-        self.inner_lr = _option_float("inner_lr", inner_lr)
-        self.inner_steps = _option_int("inner_steps", inner_steps, 0)
-        self.test_inner_steps = (
-            self.inner_steps if test_inner_steps is None else _option_int("test_inner_steps", test_inner_steps, 0)
-        )
-        self.chunk_size = None if chunk_size is None else _option_int("chunk_size", chunk_size, 1)
-        self.log_noise: nn.Parameter | None = None
-        self.fixed_noise: float | None = None
-        if noise == "learned":
-            if task_kind != "classification":
-                ref = next(model.parameters())
-                # noise std 1 at the start, as MAML: too small a start makes early NLLs explode
-                self.log_noise = nn.Parameter(torch.zeros((), dtype=ref.dtype, device=ref.device))
-        elif isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise > 0 and math.isfinite(noise):
-            self.fixed_noise = float(noise)
-        else:
-            raise ConfigError(f"noise: expected 'learned' or a positive float, got {noise!r}")
-
-    # ------------------------------------------------------------- backbone
-    def _forward_fn(self):
-        """``f(params, x, context_mask=None) -> outputs`` for one parameter set: ``[N, ...] -> [N, out]``."""
-        buffers = dict(self.model.named_buffers())
-        model = self.model
-
-        def f(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
-            kwargs = {} if context_mask is None else {"context_mask": context_mask}
-            return functional_call(model, {**p, **buffers}, (inp,), kwargs)
-
-        return f
-
-    def _task_loss(self, is_cls: bool):
-        """MAML's support loss ``L(params, x, y, mask)`` for one parameter set of one task."""
-        f = self._forward_fn()
-        # a context-normalized backbone takes its task statistics from the present support points
-        in_context = context_mode(self.model) is not None
-
-        def loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            out = f(p, x, m) if in_context else f(p, x)
-            return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
-
-        return loss
-
-    def _particle_outputs(
-        self,
-        params: Params,
-        x: torch.Tensor,
-        support_x: torch.Tensor | None = None,
-        support_mask: torch.Tensor | None = None,
-        query_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Outputs of every particle of every task: params ``[T, M, ...]``, x ``[T, Q, ...]`` -> ``[T, M, Q, out]``.
-
-        With a context-normalized backbone each particle normalizes a task's queries with that
-        task's support set (``support_x`` ``[T, S, ...]``, ``support_mask`` ``[T, S]``), or with
-        the query set itself for the transductive ``norm="batch"``.
-        """
-        f = self._forward_fn()
-        mode = context_mode(self.model)
-        if mode is None:
-            over_particles = vmap(f, in_dims=(0, None))
-            return vmap(over_particles, in_dims=(0, 0), chunk_size=self.chunk_size)(params, x)
-        qm = query_mask if query_mask is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        if mode == "self" or support_x is None:
-            support_x, support_mask = x, qm
-        elif support_mask is None:
-            support_mask = torch.ones(support_x.shape[:2], dtype=torch.bool, device=support_x.device)
-
-        def one(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
-            return query_forward(lambda inp, context_mask=None: f(p, inp, context_mask), self.model, xq, xs, ms, 0, mq)
-
-        over_particles = vmap(one, in_dims=(0, None, None, None, None))
-        return vmap(over_particles, chunk_size=self.chunk_size)(params, x, support_x, support_mask, qm)
-
-    def _posterior(self, params: Params, support: SupportSet) -> ParticlePosterior:
-        keep = context_mode(self.model) == "support"
-        return ParticlePosterior(params, support.n_way, support.x if keep else None, support.mask if keep else None)
-
-    def _check_out_dim(self, n_way: int | None) -> None:
-        out_features = getattr(self.model, "out_features", None)
-        if out_features is not None and n_way is not None and out_features != n_way:
-            raise ShapeError(
-                f"n_way: the model's head has out_features = {out_features} logits, but the batch is {n_way}-way"
-            )
-
-    def noise_variance(self) -> torch.Tensor | float:
-        """Regression observation-noise variance of every particle's predictive."""
-        if self.fixed_noise is not None:
-            return self.fixed_noise ** 2
-        if self.log_noise is None:
-            raise ConfigError(f"noise: this {type(self).__name__} was built for classification and has no regression noise")
-        return torch.exp(2.0 * self.log_noise)
-
-    # ----------------------------------------------------------- predictive
-    def _mixture_nll(
-        self, out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, is_cls: bool, detach_outputs: bool = False
-    ) -> torch.Tensor:
-        """Mean NLL of the particle mixture over present query points (per output dim, regression).
-
-        Args:
-            out: ``[T, M, Q, out]`` particle outputs.
-            y: ``[T, Q]`` labels or ``[T, Q, Dy]`` targets.
-            mask: ``[T, Q]`` bool.
-            is_cls: classification.
-            detach_outputs: cut the outputs from the graph (fits only the noise).
-        """
-        if detach_outputs:
-            out = out.detach()
-        m = out.shape[1]
-        if is_cls:
-            lp = torch.log_softmax(out, -1)  # [T, M, Q, C]
-            comp = lp.gather(-1, y.unsqueeze(1).expand(*lp.shape[:3]).unsqueeze(-1)).squeeze(-1)  # [T, M, Q]
-            per_point = -(torch.logsumexp(comp, 1) - math.log(m))
-        else:
-            var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)
-            comp = (-0.5 * (_LOG_2PI + var.log() + (y.unsqueeze(1) - out) ** 2 / var)).sum(-1)  # [T, M, Q]
-            # per output dimension, like MAML's squared error averaged over Dy
-            per_point = -(torch.logsumexp(comp, 1) - math.log(m)) / out.shape[-1]
-        w = mask.to(per_point.dtype)
-        return (per_point * w).sum() / w.sum()
-
-    def _query_metrics(self, out: torch.Tensor, batch: TaskBatch) -> dict[str, float]:
-        """Detached diagnostics of the mixture on the query set (``mse``/``accuracy``, ``nll``)."""
-        with torch.no_grad():
-            mask = _support_mask(batch.query)
-            w = mask.to(out.dtype)
-            nll = float(self._mixture_nll(out, batch.query_y, mask, batch.is_classification))
-            if batch.is_classification:
-                probs = torch.softmax(out, -1).mean(1)  # [T, Q, C]
-                acc = ((probs.argmax(-1) == batch.query_y).to(out.dtype) * w).sum() / w.sum()
-                return {"accuracy": float(acc), "nll": nll}
-            se = ((out.mean(1) - batch.query_y) ** 2).mean(-1)
-            return {"mse": float((se * w).sum() / w.sum()), "nll": nll}
-
-    def predict(self, posterior: ParticlePosterior, query_x: torch.Tensor) -> Predictive:
-        """Mixture predictive over the M particles at ``query_x`` ``[T, Q, ...]``.
-
-        Returns:
-            :class:`GaussianPredictive` with means ``[M, T, Q, Dy]`` and the noise variance, or
-            :class:`CategoricalPredictive` with logits ``[M, T, Q, C]``.
-        """
-        if not isinstance(posterior, ParticlePosterior):
-            raise ShapeError(f"posterior: expected a ParticlePosterior, got {type(posterior).__name__}")
-        self.check_query_x(posterior, query_x)
-        out = self._particle_outputs(
-            posterior.params, query_x, posterior.support_x, posterior.support_mask
-        ).movedim(1, 0)  # [M, T, Q, out]
-        if posterior.n_way is not None:
-            return CategoricalPredictive(logits=out)
-        var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)
-        return GaussianPredictive(out, var.expand_as(out))
+# ParticlePosterior is re-exported: it was defined here before the gradient family had one base
+__all__ = ["BMAML", "ParticlePosterior"]
 
 
 def _reinitialised_copies(model: nn.Module, n: int) -> Params:
@@ -364,22 +133,6 @@ class BMAML(ParticleLearner):
         ShapeError: a prior whose parameter names/shapes do not match ``model``.
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "n_particles",
-        "inner_lr",
-        "inner_steps",
-        "leader_steps",
-        "objective",
-        "bandwidth",
-        "normalize",
-        "prior",
-        "prior_init_std",
-        "prior_weight",
-        "test_inner_steps",
-        "chunk_size",
-        "noise",
-    )
-
     def __init__(
         self,
         model: nn.Module,
@@ -396,23 +149,23 @@ class BMAML(ParticleLearner):
         test_inner_steps: int | None = None,
         chunk_size: int | None = None,
         task_kind: TaskKind | None = None,
-        noise: float | Literal["learned"] = "learned",
+        noise: Noise = "learned",
     ) -> None:
         super().__init__(model, inner_lr, inner_steps, test_inner_steps, chunk_size, task_kind, noise)
-        self.prior_weight = _option_float("prior_weight", prior_weight, allow_zero=True)
-        self.n_particles = _option_int("n_particles", n_particles, 1)
-        self.leader_steps = _option_int("leader_steps", leader_steps, 1)
+        self.prior_weight = option_float("prior_weight", prior_weight, allow_zero=True)
+        self.n_particles = option_int("n_particles", n_particles, 1)
+        self.leader_steps = option_int("leader_steps", leader_steps, 1)
         if objective not in ("chaser", "nll"):
             raise ConfigError(f"objective: expected 'chaser' or 'nll', got {objective!r}")
         self.objective = objective
-        self.bandwidth = None if bandwidth is None else _option_float("bandwidth", bandwidth)
+        self.bandwidth = None if bandwidth is None else option_float("bandwidth", bandwidth)
         if not isinstance(normalize, bool):
             raise ConfigError(f"normalize: expected a bool, got {normalize!r}")
         self.normalize = normalize
         self.prior: DiagonalGaussianPrior | None = None
         self.extra_particles: nn.ParameterDict | None = None
         if prior == "learned":
-            self.prior = DiagonalGaussianPrior(model, init_std=_option_float("prior_init_std", prior_init_std))
+            self.prior = DiagonalGaussianPrior(model, init_std=option_float("prior_init_std", prior_init_std))
         elif isinstance(prior, DiagonalGaussianPrior):
             prior.check_params(dict(model.named_parameters()), name="prior (the backbone's parameters)")
             if prior.model is not model:
@@ -470,10 +223,10 @@ class BMAML(ParticleLearner):
         return next(self.model.parameters()).dtype
 
     def _svgd(self, particles: Params, s: SupportSet, steps: int) -> Params:
-        mask = _support_mask(s)
+        mask = full_mask(s.x, s.mask)
         is_cls = s.n_way is not None
         dy = 1 if is_cls else s.y.shape[-1]
-        loss = self._task_loss(is_cls)
+        loss = self.support_loss(is_cls)
         prior = None
         if self.prior is not None and self.prior_weight > 0:
             # l_t = -L_t + tau_t w log p(phi | theta): the prior's score is added in closed form
@@ -505,21 +258,21 @@ class BMAML(ParticleLearner):
             NumericalError: the particles became NaN/Inf.
         """
         self.check_batch(batch)
-        self._check_out_dim(batch.n_way)
+        self.check_out_dim(batch.n_way)
         start = self.initial_particles(batch.n_tasks)
         follower = self._svgd(start, batch.support, self.inner_steps)
-        _check_finite_params(follower, "SVGD on the support set")
+        check_finite_params(follower, "SVGD on the support set")
         out = self._particle_outputs(
             follower, batch.query_x, batch.support_x, batch.support_mask, batch.query_mask
         )  # [T, M, Q, out]
-        qmask = _support_mask(batch.query)
+        qmask = full_mask(batch.query_x, batch.query_mask)
         metrics = self._query_metrics(out, batch)
         if self.objective == "nll":
             loss = self._mixture_nll(out, batch.query_y, qmask, batch.is_classification)
         else:
             with torch.no_grad():
                 leader = self._svgd({k: v.detach() for k, v in follower.items()}, batch.joint(), self.leader_steps)
-            _check_finite_params(leader, "the chaser's leader")
+            check_finite_params(leader, "the chaser's leader")
             # squared distance summed over particles and parameters, then averaged over tasks
             dist = sum(((follower[k] - leader[k]) ** 2).flatten(1).sum(1) for k in follower)
             loss = dist.mean()
@@ -546,11 +299,11 @@ class BMAML(ParticleLearner):
             NumericalError: the particles became NaN/Inf.
         """
         self.check_batch(support, "support")
-        self._check_out_dim(support.n_way)
+        self.check_out_dim(support.n_way)
         k = self.test_inner_steps if steps is None else check_positive_int("steps", steps, minimum=0)
         seeds = task_seeds(task_keys(support.x, support.y, support.mask), generator) if self.prior is not None else None
         particles = self._svgd(self.initial_particles(support.n_tasks, seeds=seeds), support, k)
-        _check_finite_params(particles, "SVGD on the support set")
+        check_finite_params(particles, "SVGD on the support set")
         return self._posterior(particles, support)
 
     def extra_repr(self) -> str:

@@ -9,8 +9,6 @@ express correlated uncertainty about the whole function. See
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from bayesmeta.inference.neural_process import NeuralProcess, NeuralProcessPosterior
 
 __all__ = ["CNP", "NeuralProcessPosterior"]
@@ -33,8 +31,6 @@ class CNP(NeuralProcess):
         ``adapt``: context ``[T, S, Dx]``/``[T, S, Dy]`` -> ``r [T, r_dim]``.
         ``predict``: ``[T, Q, Dx]`` -> ``GaussianPredictive`` ``[1, T, Q, Dy]``.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = NeuralProcess.config_keys
 
     def __init__(
         self,

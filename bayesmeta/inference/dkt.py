@@ -55,9 +55,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import gpytorch
 import numpy as np
@@ -66,6 +65,9 @@ from torch import nn
 
 from bayesmeta._validation import check_finite, describe
 from bayesmeta.exceptions import ConfigError, InvalidValueError, NumericalError, ShapeError
+
+# re-exported: they lived here before GP conditioning moved to the ground-floor bayesmeta.gaussian
+from bayesmeta.gaussian import CholeskyJitterWarning, gp_condition, gp_predict, robust_cholesky
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
 from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.models.kernels import DeepKernel, KernelName, make_base_kernel
@@ -83,80 +85,6 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-class CholeskyJitterWarning(RuntimeWarning):
-    """A kernel matrix needed diagonal jitter before its Cholesky factorization succeeded."""
-
-
-# --------------------------------------------------------------------------- linear algebra
-def robust_cholesky(
-    a: torch.Tensor,
-    initial_jitter: float = 1e-6,
-    max_jitter: float = 1e-1,
-    name: str = "kernel matrix",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched Cholesky factor with per-matrix jitter escalation.
-
-    Matrices whose factorization fails get ``jitter * mean(diag)`` added to their diagonal, with
-    ``jitter`` = ``initial_jitter``, 10x that, ... up to ``max_jitter``; the others are left
-    exactly as they are (so a task's result does not depend on the other tasks in the batch).
-    The jitter is relative to the mean diagonal so that it means the same for any output scale.
-
-    Args:
-        a: ``[..., N, N]`` symmetric matrices (``K + sigma^2 I``).
-        initial_jitter: first relative jitter tried after a failure.
-        max_jitter: the largest relative jitter tried before giving up.
-        name: what ``a`` is, for the messages.
-
-    Returns:
-        ``(L, jitter)``: lower factors ``[..., N, N]`` and the relative jitter used per matrix
-        ``[...]`` (0 where none was needed).
-
-    Warns:
-        CholeskyJitterWarning: when any matrix needed jitter (how many, and how much).
-
-    Raises:
-        NumericalError: ``a`` holds NaN/Inf, or a factorization still fails at ``max_jitter``.
-    """
-    batch = a.shape[:-2]
-    if not bool(torch.isfinite(a).all()):
-        raise NumericalError(
-            f"{name}: expected finite entries, got NaN/Inf in a tensor of {describe(a)} "
-            "(non-finite features from the backbone, or diverged hyperparameters)"
-        )
-    chol, info = torch.linalg.cholesky_ex(a)
-    jitter = torch.zeros(batch, dtype=a.dtype, device=a.device)
-    failed = info != 0
-    if not bool(failed.any()):
-        return chol, jitter
-    n_failed = int(failed.sum())
-    scale = a.diagonal(dim1=-2, dim2=-1).mean(-1).abs().detach().clamp_min(torch.finfo(a.dtype).tiny)
-    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-    j = initial_jitter
-    while j <= max_jitter * (1 + 1e-9):
-        jitter = torch.where(failed, torch.full_like(jitter, j), jitter)
-        chol_j, info_j = torch.linalg.cholesky_ex(a + (jitter * scale)[..., None, None] * eye)
-        # keep the jitter-free factor where it worked, take the jittered one where it was needed
-        chol = torch.where(failed[..., None, None], chol_j, chol)
-        failed = failed & (info_j != 0)
-        if not bool(failed.any()):
-            warnings.warn(
-                f"{name}: Cholesky factorization failed for {n_failed} of "
-                f"{max(1, int(np.prod(tuple(batch))))} matrices; succeeded after adding relative jitter up to {j:.0e} "
-                "(x mean diagonal). Duplicate or near-duplicate inputs with a small noise make "
-                "the kernel matrix near-singular.",
-                CholeskyJitterWarning,
-                stacklevel=3,
-            )
-            return chol, jitter
-        j *= 10.0
-    idx = failed.nonzero().tolist()[:10]
-    raise NumericalError(
-        f"{name}: Cholesky factorization failed even with relative jitter {max_jitter:.0e} for "
-        f"batch entries {idx}; the kernel matrix is not positive definite "
-        "(check the features for collapse and the noise for underflow)"
-    )
 
 
 # ------------------------------------------------------------------------------- posterior
@@ -196,53 +124,6 @@ class DKTPosterior(TaskPosterior):
     def n_tasks(self) -> int:
         """T."""
         return self.features.shape[0]
-
-
-def gp_condition(
-    k_ss: torch.Tensor,
-    mean_s: torch.Tensor,
-    targets: torch.Tensor,
-    noise: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    max_jitter: float = 1e-1,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Condition D independent GPs sharing one kernel matrix per task on their targets.
-
-    Args:
-        k_ss: ``[T, S, S]`` prior covariance of the support points.
-        mean_s: ``[T, S]`` prior mean at the support points.
-        targets: ``[T, S, D]`` observations.
-        noise: scalar (or ``[1]``) noise variance.
-        mask: ``[T, S]`` bool, True = present; ``None`` means all present.
-        max_jitter: cap of :func:`robust_cholesky`.
-
-    Returns:
-        ``(chol [T, S, S], alpha [T, S, D], log_marginal [T], jitter [T])``; ``log_marginal`` is
-        ``sum_d log N(y_d | m, K + sigma^2 I)`` over present points only.
-    """
-    t, s, _ = k_ss.shape
-    d = targets.shape[-1]
-    noise = noise.reshape(())
-    resid = targets - mean_s.unsqueeze(-1)  # [T, S, D]
-    if mask is None:
-        a = k_ss + noise * torch.eye(s, dtype=k_ss.dtype, device=k_ss.device)
-        n_present = torch.full((t,), float(s), dtype=k_ss.dtype, device=k_ss.device)
-    else:
-        # Exact removal of padding: zero the padded rows/columns, put 1 on their diagonal and 0 in
-        # their residual; the factor then has those rows decoupled (L_ii = 1, zeros elsewhere).
-        pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-        diag = torch.where(mask, noise.expand(t, s), k_ss.new_ones(()))
-        a = torch.where(pair, k_ss, k_ss.new_zeros(())) + torch.diag_embed(diag)
-        resid = resid * mask.unsqueeze(-1).to(resid.dtype)
-        n_present = mask.sum(-1).to(k_ss.dtype)
-    chol, jitter = robust_cholesky(a, max_jitter=max_jitter, name="DKT kernel matrix K + noise*I")
-    alpha = torch.cholesky_solve(resid, chol)  # [T, S, D]
-    log_diag = chol.diagonal(dim1=-2, dim2=-1).log()  # [T, S]
-    if mask is not None:
-        log_diag = log_diag * mask.to(log_diag.dtype)
-    quad = (resid * alpha).sum((-2, -1))  # sum_d r_d^T K^-1 r_d
-    log_marginal = -0.5 * quad - d * log_diag.sum(-1) - 0.5 * d * n_present * _LOG_2PI
-    return chol, alpha, log_marginal, jitter
 
 
 def one_vs_rest_targets(y: torch.Tensor, n_way: int, dtype: torch.dtype) -> torch.Tensor:
@@ -308,21 +189,6 @@ class DKT(MetaLearner):
         ``predict``: ``query_x [T, Q, *input]`` -> ``GaussianPredictive`` with mean/variance
         ``[1, T, Q, Dy]``, or ``CategoricalPredictive`` ``[1, T, Q, C]``.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "kernel",
-        "n_mixtures",
-        "n_way",
-        "noise_init",
-        "learn_noise",
-        "min_noise",
-        "mean",
-        "ard",
-        "feature_dim",
-        "class_probs",
-        "temperature",
-        "max_jitter",
-    )
 
     def __init__(
         self,
@@ -434,7 +300,7 @@ class DKT(MetaLearner):
     ]:
         k = self.deep_kernel.covariance(z, z)  # [T, N, N]
         m = self.mean_module(z)  # [T, N]
-        return gp_condition(k, m, targets, self.noise, mask, self.max_jitter)
+        return gp_condition(k, m, targets, self.noise, mask, self.max_jitter, name="DKT kernel matrix K + noise*I")
 
     def _posterior_from_features(
         self, z: torch.Tensor, support: SupportSet, targets: torch.Tensor
@@ -456,13 +322,8 @@ class DKT(MetaLearner):
     def _latent(self, posterior: DKTPosterior, z_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent predictive: mean ``[T, Q, D]`` and variance ``[T, Q]`` (no noise)."""
         k_qs = self.deep_kernel.covariance(z_q, posterior.features)  # [T, Q, S]
-        if posterior.mask is not None:
-            k_qs = k_qs * posterior.mask.unsqueeze(-2).to(k_qs.dtype)
-        mean = self.mean_module(z_q).unsqueeze(-1) + k_qs @ posterior.alpha  # [T, Q, D]
-        v = torch.linalg.solve_triangular(posterior.chol, k_qs.transpose(-1, -2), upper=False)  # [T, S, Q]
-        var = self.deep_kernel.variance(z_q) - (v * v).sum(-2)  # [T, Q]
-        # round-off can push k_qq - k_qs K^-1 k_sq slightly below zero at a support point
-        return mean, var.clamp_min(0.0)
+        mean, var = gp_predict(posterior.chol, posterior.alpha, k_qs, self.deep_kernel.variance(z_q), posterior.mask)
+        return self.mean_module(z_q).unsqueeze(-1) + mean, var  # [T, Q, D], [T, Q]
 
     def _query_features(self, posterior: TaskPosterior, query_x: torch.Tensor) -> torch.Tensor:
         if not isinstance(posterior, DKTPosterior):

@@ -13,8 +13,6 @@ directory on ``sys.path``.)
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from bayesmeta.inference.neural_process import NeuralProcess, NeuralProcessPosterior
 
 __all__ = ["NP", "NeuralProcessPosterior"]
@@ -40,13 +38,6 @@ class NP(NeuralProcess):
         ``adapt``: context -> ``z_mean, z_std [T, z_dim]`` (and ``r [T, r_dim]``).
         ``predict``: ``[T, Q, Dx]`` -> ``GaussianPredictive`` ``[M, T, Q, Dy]``.
     """
-
-    config_keys: ClassVar[tuple[str, ...]] = (
-        *NeuralProcess.config_keys,
-        "z_dim",
-        "deterministic_path",
-        "n_samples",
-    )
 
     def __init__(
         self,

@@ -19,7 +19,6 @@ the residuals detached, so it does not change the network's meta-gradient), or f
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -29,14 +28,10 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from bayesmeta._validation import check_positive_int
-from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
-from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
-from bayesmeta.inference.inner_loop import (
-    Params,
-    batched_gradient_steps,
-    cross_entropy_loss,
-    squared_error_loss,
-)
+from bayesmeta.exceptions import ConfigError, NumericalError
+from bayesmeta.inference.base import StepOutput, TaskKind, TaskPosterior
+from bayesmeta.inference.gradient_base import GradientLearner, Noise, full_mask
+from bayesmeta.inference.inner_loop import Params, TaskLoss, batched_gradient_steps
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import context_mode, query_forward, support_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
@@ -67,7 +62,7 @@ class MAMLPosterior(TaskPosterior):
         return next(iter(self.params.values())).shape[0]
 
 
-class MAML(MetaLearner):
+class MAML(GradientLearner):
     """Model-agnostic meta-learning with a batched, functional inner loop.
 
     Args:
@@ -89,17 +84,6 @@ class MAML(MetaLearner):
         ``predict``: query_x ``[T, Q, ...]`` -> predictive with M = 1.
     """
 
-    config_keys = (
-        "inner_lr",
-        "inner_steps",
-        "first_order",
-        "learn_inner_lr",
-        "adapt",
-        "test_inner_steps",
-        "chunk_size",
-        "noise",
-    )
-
     def __init__(
         self,
         model: nn.Module,
@@ -111,24 +95,10 @@ class MAML(MetaLearner):
         test_inner_steps: int | None = None,
         chunk_size: int | None = None,
         task_kind: TaskKind | None = None,
-        noise: float | Literal["learned"] = "learned",
+        noise: Noise = "learned",
     ) -> None:
-        super().__init__(task_kind)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if not (isinstance(inner_lr, (int, float)) and inner_lr > 0 and math.isfinite(inner_lr)):
-            raise ConfigError(f"inner_lr: expected a positive finite float, got {inner_lr!r}")
-        self.inner_steps = check_positive_int("inner_steps", inner_steps, minimum=0)
-        self.test_inner_steps = (
-            self.inner_steps if test_inner_steps is None
-            else check_positive_int("test_inner_steps", test_inner_steps, minimum=0)
-        )
-        if chunk_size is not None:
-            check_positive_int("chunk_size", chunk_size)
-        self.model = model
-        self.inner_lr = float(inner_lr)
+        super().__init__(model, inner_lr, inner_steps, test_inner_steps, chunk_size, task_kind, noise)
         self.first_order = bool(first_order)
-        self.chunk_size = chunk_size
         self._anil = adapt == "head"
         names = [n for n, _ in model.named_parameters()]
         if adapt == "all":
@@ -154,15 +124,6 @@ class MAML(MetaLearner):
             self.inner_lrs = nn.ParameterDict(
                 {n.replace(".", "__"): nn.Parameter(torch.full_like(params[n], self.inner_lr)) for n in self.adapted_names}
             )
-        self.log_noise: nn.Parameter | None = None
-        self.fixed_noise: float | None = None
-        if noise == "learned":
-            if task_kind != "classification":
-                self.log_noise = nn.Parameter(torch.zeros(()))  # noise std 1 at the start
-        elif isinstance(noise, (int, float)) and noise > 0:
-            self.fixed_noise = float(noise)
-        else:
-            raise ConfigError(f"noise: expected 'learned' or a positive float, got {noise!r}")
 
     # ------------------------------------------------------------ internals
     def _split_params(self) -> tuple[Params, Params]:
@@ -189,14 +150,14 @@ class MAML(MetaLearner):
             return lambda p, inp, context_mask=None: functional_call(
                 head, {k.removeprefix("head."): v for k, v in p.items()}, (inp,)
             )
-        buffers = dict(self.model.named_buffers())
-        model = self.model
+        return self.forward_fn(frozen)
 
-        def f(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
-            kwargs = {} if context_mask is None else {"context_mask": context_mask}
-            return functional_call(model, {**frozen, **p, **buffers}, (inp,), kwargs)
+    def _inner_loss(self, support_loss: TaskLoss, theta: Params) -> TaskLoss:
+        """The objective the inner loop steps on, given the support loss and the starting point.
 
-        return f
+        MAML steps on the support loss itself; iMAML adds its proximal term here.
+        """
+        return support_loss
 
     def _inner_context(self) -> str | None:
         """The context mode seen inside the vmapped per-task function (none under ANIL)."""
@@ -208,39 +169,32 @@ class MAML(MetaLearner):
             return support_x
         return support_forward(self.model.features, self.model, support_x, support_mask, set_dim=1)
 
-    def _adapt(self, support: SupportSet, steps: int, first_order: bool) -> MAMLPosterior:
-        adapted, frozen = self._split_params()
+    def _support_problem(self, support: SupportSet) -> tuple[TaskLoss, torch.Tensor, torch.Tensor]:
+        """The support loss of one task, and what it consumes for every task.
+
+        Returns:
+            ``(loss(params, inputs, y, mask), inputs [T, S, ...], mask [T, S])``: inputs are raw
+            inputs, or body features under ANIL.
+        """
+        _, frozen = self._split_params()
         f = self._forward_fn(frozen)
-        is_cls = support.n_way is not None
-        in_context = self._inner_context() is not None
-
-        def task_loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            # a context-normalized backbone takes its task statistics from the present support points
-            out = f(p, x, m) if in_context else f(p, x)
-            return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
-
+        loss = self.support_loss(support.n_way is not None, f, self._inner_context() is not None)
         check_input_shape(self.model, support.x, "support_x")
-        mask = support.mask
-        if mask is None:
-            mask = torch.ones(support.x.shape[:2], dtype=torch.bool, device=support.x.device)
-        inputs = self._support_inputs(support.x, support.mask)
-        if is_cls:
-            self._check_out_dim(support.n_way)
+        self.check_out_dim(support.n_way)
+        return loss, self._support_inputs(support.x, support.mask), full_mask(support.x, support.mask)
+
+    def _adapt(self, support: SupportSet, steps: int, first_order: bool) -> MAMLPosterior:
+        adapted, _ = self._split_params()
+        loss, inputs, mask = self._support_problem(support)
         new = batched_gradient_steps(
-            task_loss, adapted, inputs, support.y, mask, steps, self._step_sizes(),
+            self._inner_loss(loss, adapted), adapted, inputs, support.y, mask, steps, self._step_sizes(),
             first_order=first_order, chunk_size=self.chunk_size,
         )
-        keep = context_mode(self.model) == "support"
-        return MAMLPosterior(new, support.n_way, support.x if keep else None, support.mask if keep else None)
+        return self._posterior(new, support)
 
-    def _check_out_dim(self, n_way: int | None) -> None:
-        """Refuse a batch whose n_way differs from the head's number of logits."""
-        out_features = getattr(self.model, "out_features", None)
-        if out_features is not None and n_way is not None and out_features != n_way:
-            raise ShapeError(
-                f"n_way: the model's head has out_features = {out_features} logits, "
-                f"but the batch is {n_way}-way"
-            )
+    def _posterior(self, params: Params, support: SupportSet) -> MAMLPosterior:
+        keep = context_mode(self.model) == "support"
+        return MAMLPosterior(params, support.n_way, support.x if keep else None, support.mask if keep else None)
 
     def _outputs(
         self, posterior: MAMLPosterior, query_x: torch.Tensor, query_mask: torch.Tensor | None = None
@@ -260,24 +214,16 @@ class MAML(MetaLearner):
         mode = self._inner_context()
         if mode is None:
             return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, query_x)
-        qm = query_mask if query_mask is not None else torch.ones(query_x.shape[:2], dtype=torch.bool, device=query_x.device)
+        qm = full_mask(query_x, query_mask)
         if sx is None:  # transductive mode: the query set is its own context
             sx, sm = query_x, qm
-        elif sm is None:
-            sm = torch.ones(sx.shape[:2], dtype=torch.bool, device=sx.device)
+        else:
+            sm = full_mask(sx, sm)
 
         def one_task(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
             return query_forward(lambda x, context_mask=None: f(p, x, context_mask), self.model, xq, xs, ms, 0, mq)
 
         return vmap(one_task, chunk_size=self.chunk_size)(posterior.params, query_x, sx, sm, qm)
-
-    def noise_variance(self) -> torch.Tensor | float:
-        """Regression observation-noise variance used by the predictive."""
-        if self.fixed_noise is not None:
-            return self.fixed_noise ** 2
-        if self.log_noise is None:
-            raise ConfigError("noise: this MAML was built for classification and has no regression noise")
-        return torch.exp(2.0 * self.log_noise)
 
     # ------------------------------------------------------------ interface
     def meta_loss(self, batch: TaskBatch) -> StepOutput:
@@ -293,28 +239,37 @@ class MAML(MetaLearner):
         self.check_batch(batch)
         post = self._adapt(batch.support, self.inner_steps, self.first_order)
         out = self._outputs(post, batch.query_x, batch.query_mask)  # [T, Q, out]
-        qmask = batch.query_mask
-        if qmask is None:
-            qmask = torch.ones(batch.query_x.shape[:2], dtype=torch.bool, device=out.device)
-        w = qmask.to(out.dtype)
+        loss, metrics = self._query_objective(out, batch)
+        return self._finish(loss, out, batch, metrics)
+
+    def _finish(self, loss: torch.Tensor, out: torch.Tensor, batch: TaskBatch, metrics: dict[str, float]) -> StepOutput:
+        """Add the learned noise's fit on detached query residuals (regression) and log the loss."""
+        if self.log_noise is not None and not batch.is_classification:
+            loss = loss + self.noise_fit(out, batch.query_y, full_mask(batch.query_x, batch.query_mask))
+            metrics["noise_std"] = float(self.log_noise.detach().exp())
+        metrics["loss"] = float(loss.detach())
+        return StepOutput(loss, metrics)
+
+    @staticmethod
+    def _query_objective(out: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """MAML's query loss, pooled over the present query points of all tasks, and diagnostics.
+
+        Args:
+            out: ``[T, Q, out]`` adapted outputs at the query points.
+            batch: the T tasks (targets and query mask).
+
+        Returns:
+            The mean cross-entropy (with ``accuracy``) or mean squared error averaged over Dy
+            (with ``mse``).
+        """
+        w = full_mask(batch.query_x, batch.query_mask).to(out.dtype)
         if batch.is_classification:
             ce = torch.nn.functional.cross_entropy(out.flatten(0, 1), batch.query_y.flatten(), reduction="none")
             loss = (ce * w.flatten()).sum() / w.sum()
             acc = ((out.argmax(-1) == batch.query_y).to(out.dtype) * w).sum() / w.sum()
-            return StepOutput(loss, {"loss": float(loss.detach()), "accuracy": float(acc.detach())})
-        se = ((out - batch.query_y) ** 2).mean(-1)
-        mse = (se * w).sum() / w.sum()
-        loss = mse
-        metrics = {"mse": float(mse.detach())}
-        if self.log_noise is not None:
-            # Maximum-likelihood fit of the noise on detached residuals: it cannot move theta.
-            var = torch.exp(2.0 * self.log_noise)
-            r2 = ((out.detach() - batch.query_y) ** 2)
-            nll = 0.5 * (torch.log(2 * math.pi * var) + r2 / var).mean(-1)
-            loss = loss + (nll * w).sum() / w.sum()
-            metrics["noise_std"] = float(self.log_noise.detach().exp())
-        metrics["loss"] = float(loss.detach())
-        return StepOutput(loss, metrics)
+            return loss, {"accuracy": float(acc.detach())}
+        mse = (((out - batch.query_y) ** 2).mean(-1) * w).sum() / w.sum()
+        return mse, {"mse": float(mse.detach())}
 
     def adapt(self, support: SupportSet, steps: int | None = None) -> MAMLPosterior:
         """Adapt to every task's support set with ``test_inner_steps`` (or ``steps``) steps.

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from bayesmeta._validation import check_positive_int, describe
-from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta._validation import check_positive_int, describe, option_int
+from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
 from bayesmeta.models.attention import MultiheadAttention
@@ -120,17 +120,6 @@ class NeuralProcess(MetaLearner):
         context_in_target: add the context points to the training targets (the papers' setup).
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "x_dim",
-        "y_dim",
-        "hidden",
-        "r_dim",
-        "encoder_layers",
-        "decoder_layers",
-        "min_std",
-        "context_in_target",
-    )
-
     def __init__(
         self,
         x_dim: int = 1,
@@ -149,26 +138,26 @@ class NeuralProcess(MetaLearner):
         context_in_target: bool = True,
     ) -> None:
         super().__init__("regression")
-        self.x_dim = check_positive_int("x_dim", x_dim)
-        self.y_dim = check_positive_int("y_dim", y_dim)
-        check_positive_int("hidden", hidden)
-        check_positive_int("r_dim", r_dim)
-        check_positive_int("encoder_layers", encoder_layers)
-        check_positive_int("decoder_layers", decoder_layers, minimum=0)
-        self.n_samples = check_positive_int("n_samples", n_samples)
+        self.x_dim = option_int("x_dim", x_dim, 1)
+        self.y_dim = option_int("y_dim", y_dim, 1)
+        option_int("hidden", hidden, 1)
+        option_int("r_dim", r_dim, 1)
+        option_int("encoder_layers", encoder_layers, 1)
+        option_int("decoder_layers", decoder_layers, 0)
+        self.n_samples = option_int("n_samples", n_samples, 1)
         if not 0.0 <= float(min_std) < 1.0:
-            raise InvalidValueError(f"min_std: expected a value in [0, 1), got {min_std!r}")
+            raise ConfigError(f"min_std: expected a value in [0, 1), got {min_std!r}")
         if deterministic not in ("none", "mean", "attention"):
-            raise InvalidValueError(
+            raise ConfigError(
                 f"deterministic: expected 'none', 'mean' or 'attention', got {deterministic!r}"
             )
         if deterministic == "none" and not latent:
-            raise InvalidValueError("deterministic='none' needs latent=True: the model would ignore the context")
+            raise ConfigError("deterministic='none' needs latent=True: the model would ignore the context")
         self.min_std = float(min_std)
         self.context_in_target = bool(context_in_target)
         self.deterministic: DeterministicPath = deterministic
         self.latent = bool(latent)
-        sa_heads = check_positive_int("n_heads", n_heads) if self_attention else 0
+        sa_heads = option_int("n_heads", n_heads, 1) if self_attention else 0
         pair = x_dim + y_dim
         enc_sizes = [hidden] * (encoder_layers - 1) + [r_dim]
 
@@ -180,12 +169,12 @@ class NeuralProcess(MetaLearner):
         if deterministic == "attention":
             # ANP's rep="mlp": queries and keys are the target/context inputs through one shared MLP
             self.key_encoder = PointwiseMLP(x_dim, (hidden, hidden))
-            self.cross_attention = MultiheadAttention(hidden, hidden, r_dim, check_positive_int("n_heads", n_heads))
+            self.cross_attention = MultiheadAttention(hidden, hidden, r_dim, option_int("n_heads", n_heads, 1))
 
         self.latent_encoder: GaussianSetEncoder | None = None
         self.z_dim = 0
         if self.latent:
-            self.z_dim = check_positive_int("z_dim", z_dim)
+            self.z_dim = option_int("z_dim", z_dim, 1)
             self.latent_encoder = GaussianSetEncoder(
                 pair, [hidden] * encoder_layers, z_dim, min_std=0.1, self_attention_heads=sa_heads
             )

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -40,16 +39,16 @@ from torch.func import vmap
 from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import ConfigError
 from bayesmeta.inference.base import StepOutput, TaskKind
-from bayesmeta.inference.bmaml import (
-    ParticleLearner,
-    ParticlePosterior,
-    _check_finite_params,
-    _option_float,
-    _option_int,
-    _support_mask,
+from bayesmeta.inference.gradient_base import (
+    Noise,
+    check_finite_params,
+    full_mask,
+    option_float,
+    option_int,
 )
 from bayesmeta.inference.inner_loop import Params, batched_gradient_steps, gradient_steps
 from bayesmeta.inference.maml import MAML
+from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
 from bayesmeta.priors import DiagonalGaussianPrior
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
@@ -84,20 +83,6 @@ class PLATIPUS(ParticleLearner):
         ``predict``: query_x ``[T, Q, ...]`` -> mixture predictive with M members.
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "inner_lr",
-        "inner_steps",
-        "n_samples",
-        "kl_weight",
-        "train_samples",
-        "prior_init_std",
-        "q_init_std",
-        "gamma_init",
-        "test_inner_steps",
-        "chunk_size",
-        "noise",
-    )
-
     def __init__(
         self,
         model: nn.Module,
@@ -112,15 +97,15 @@ class PLATIPUS(ParticleLearner):
         test_inner_steps: int | None = None,
         chunk_size: int | None = None,
         task_kind: TaskKind | None = None,
-        noise: float | Literal["learned"] = "learned",
+        noise: Noise = "learned",
     ) -> None:
         super().__init__(model, inner_lr, inner_steps, test_inner_steps, chunk_size, task_kind, noise)
-        self.n_samples = _option_int("n_samples", n_samples, 1)
-        self.train_samples = _option_int("train_samples", train_samples, 1)
-        self.kl_weight = _option_float("kl_weight", kl_weight, allow_zero=True)
-        self.prior = DiagonalGaussianPrior(model, init_std=_option_float("prior_init_std", prior_init_std))
-        q_std = self.prior.init_std if q_init_std is None else _option_float("q_init_std", q_init_std)
-        gamma = self.inner_lr if gamma_init is None else _option_float("gamma_init", gamma_init)
+        self.n_samples = option_int("n_samples", n_samples, 1)
+        self.train_samples = option_int("train_samples", train_samples, 1)
+        self.kl_weight = option_float("kl_weight", kl_weight, allow_zero=True)
+        self.prior = DiagonalGaussianPrior(model, init_std=option_float("prior_init_std", prior_init_std))
+        q_std = self.prior.init_std if q_init_std is None else option_float("q_init_std", q_init_std)
+        gamma = self.inner_lr if gamma_init is None else option_float("gamma_init", gamma_init)
         named = dict(model.named_parameters())
         self.q_log_var = nn.ParameterDict(
             {_key(n): nn.Parameter(torch.full_like(p.detach(), 2.0 * math.log(q_std))) for n, p in named.items()}
@@ -171,7 +156,7 @@ class PLATIPUS(ParticleLearner):
     def _step(self, s: SupportSet, lr: Params) -> Params:
         """One gradient step from ``mu_theta`` on every task's set with per-entry ``lr``: ``[T, *shape]``."""
         return batched_gradient_steps(
-            self._task_loss(s.n_way is not None), self.prior.mean, s.x, s.y, _support_mask(s), 1, lr,
+            self.support_loss(s.n_way is not None), self.prior.mean, s.x, s.y, full_mask(s.x, s.mask), 1, lr,
             chunk_size=self.chunk_size,
         )
 
@@ -179,7 +164,7 @@ class PLATIPUS(ParticleLearner):
         """K gradient steps from every draw of every task: theta ``[T, M, ...]`` -> phi ``[T, M, ...]``."""
         if steps == 0:
             return theta
-        loss = self._task_loss(s.n_way is not None)
+        loss = self.support_loss(s.n_way is not None)
         lr = self.inner_lr
 
         def one(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> Params:
@@ -187,7 +172,7 @@ class PLATIPUS(ParticleLearner):
 
         over_draws = vmap(one, in_dims=(0, None, None, None), randomness="different")
         return vmap(over_draws, in_dims=(0, 0, 0, 0), chunk_size=self.chunk_size, randomness="different")(
-            theta, s.x, s.y, _support_mask(s)
+            theta, s.x, s.y, full_mask(s.x, s.mask)
         )
 
     @staticmethod
@@ -230,16 +215,16 @@ class PLATIPUS(ParticleLearner):
             NumericalError: the adapted parameters became NaN/Inf.
         """
         self.check_batch(batch)
-        self._check_out_dim(batch.n_way)
+        self.check_out_dim(batch.n_way)
         mu_p = self._step(batch.support, self._map(self.gamma_p))
         mu_q = self._step(batch.joint(), self._map(self.gamma_q))
         theta = self._draw(mu_q, self._map(self.q_log_var), self.train_samples, None)
         phi = self._inner(theta, batch.support, self.inner_steps)
-        _check_finite_params(phi, "the inner gradient steps")
+        check_finite_params(phi, "the inner gradient steps")
         out = self._particle_outputs(
             phi, batch.query_x, batch.support_x, batch.support_mask, batch.query_mask
         )  # [T, M, Q, out]
-        qmask = _support_mask(batch.query)
+        qmask = full_mask(batch.query_x, batch.query_mask)
         w = qmask.to(out.dtype)
         if batch.is_classification:
             lp = torch.log_softmax(out, -1)
@@ -272,13 +257,13 @@ class PLATIPUS(ParticleLearner):
             NumericalError: the adapted parameters became NaN/Inf.
         """
         self.check_batch(support, "support")
-        self._check_out_dim(support.n_way)
+        self.check_out_dim(support.n_way)
         k = self.test_inner_steps if steps is None else check_positive_int("steps", steps, minimum=0)
         mu_p = self._step(support, self._map(self.gamma_p))
         seeds = task_seeds(task_keys(support.x, support.y, support.mask), generator)
         theta = self._draw_per_task(mu_p, self.prior.log_variance, self.n_samples, seeds)
         phi = self._inner(theta, support, k)
-        _check_finite_params(phi, "the inner gradient steps")
+        check_finite_params(phi, "the inner gradient steps")
         return self._posterior(phi, support)
 
     def extra_repr(self) -> str:

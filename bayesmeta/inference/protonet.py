@@ -16,7 +16,13 @@ from torch import nn
 from bayesmeta.exceptions import ConfigError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.models._shapes import check_input_shape
-from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
+from bayesmeta.models.context import (
+    context_mode,
+    joint_forward,
+    query_forward,
+    set_features,
+    support_forward,
+)
 from bayesmeta.models.set_encoders import masked_class_mean
 from bayesmeta.predictive import CategoricalPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
@@ -56,8 +62,6 @@ class ProtoNet(MetaLearner):
         ``predict``: query_x ``[T, Q, ...]`` -> logits ``[1, T, Q, C]``.
     """
 
-    config_keys: tuple[str, ...] = ()
-
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__("classification")
         if not isinstance(backbone, nn.Module):
@@ -66,11 +70,8 @@ class ProtoNet(MetaLearner):
 
     def _embed_fn(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone features of ``[T, N, *features]`` inputs, ``[T, N, D]``."""
-        f = self.backbone.features if hasattr(self.backbone, "features") else self.backbone
-        if context_mode(self.backbone) is not None:
-            return f(x, context_mask=context_mask)
-        # per-example backbones may only accept one batch dim
-        return f(x.flatten(0, 1)).reshape(*x.shape[:2], -1)
+        f = set_features(self.backbone, x, context_mask)
+        return f if context_mode(self.backbone) is not None else f.reshape(*x.shape[:2], -1)
 
     def embed(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Embeddings of ``[T, N, *features]`` inputs, ``[T, N, D]``, each set its own context.

@@ -49,6 +49,7 @@ __all__ = [
     "median_bandwidth",
     "rbf_kernel",
     "svgd_direction",
+    "stein_update",
     "flatten_particles",
     "unflatten_particles",
     "svgd_steps",
@@ -133,6 +134,37 @@ def _rbf_kernel(
     return k, repulsion
 
 
+def _stein_direction(
+    views: Params,
+    scores: Params,
+    bandwidth: float | torch.Tensor | None,
+    temperature: float | torch.Tensor,
+    normalize: bool,
+) -> Params:
+    """The one Stein direction ``phi*``, per parameter tensor: views and scores ``{name: [M, P_k]}``, M >= 2.
+
+    Only the kernel needs all parameters at once (a sum of per-parameter Gram matrices); the
+    direction is then formed per parameter tensor. Flattening into ``[M, P]`` would copy every
+    parameter twice per step and keep those copies for the backward pass: for small networks
+    the parameter-sized tensors, not the activations, dominate the memory of the inner loop.
+    Every public entry point (:func:`svgd_direction`, :func:`stein_update`, the ``*_steps``
+    functions) goes through here, so the update BMAML runs is the one checked against Pyro.
+    """
+    m = next(iter(views.values())).shape[0]
+    gram = sum(v @ v.transpose(0, 1) for v in views.values())
+    d2 = _d2_from_gram(gram)
+    h = _median_of_d2(d2) if bandwidth is None else bandwidth
+    k_mat = torch.exp(-d2 / h)  # [M, M], symmetric
+    k_sum = k_mat.sum(1, keepdim=True)  # [M, 1]
+    out: Params = {}
+    for name, v in views.items():
+        # repulsion: sum_j grad_{x_j} k(x_j, x_i) = (2 / h) (x_i sum_j k_ij - sum_j k_ij x_j)
+        repulsion = (2.0 / h) * (v * k_sum - k_mat @ v)
+        total = k_mat @ scores[name] + temperature * repulsion
+        out[name] = total / k_sum if normalize else total / m
+    return out
+
+
 def _svgd_direction(
     particles: torch.Tensor,
     scores: torch.Tensor,
@@ -140,12 +172,9 @@ def _svgd_direction(
     temperature: float | torch.Tensor,
     normalize: bool = False,
 ) -> torch.Tensor:
-    k, repulsion = _rbf_kernel(particles, bandwidth)
-    m = particles.shape[0]
-    if m == 1:
+    if particles.shape[0] == 1:
         return scores  # K = [[1]], no repulsion: exactly the score, bit for bit
-    total = k @ scores + temperature * repulsion
-    return total / k.sum(1, keepdim=True) if normalize else total / m
+    return _stein_direction({"x": particles}, {"x": scores}, bandwidth, temperature, normalize)["x"]
 
 
 # ------------------------------------------------------------------------- public API
@@ -297,50 +326,43 @@ def svgd_steps(
         Updated particles, same keys and shapes.
     """
     score_fn = vmap(grad(log_target), in_dims=(0, None, None, None))
-    m = next(iter(particles.values())).shape[0]
     for _ in range(steps):
         score = score_fn(particles, x, y, mask)
         if prior is not None:
             ps = _gaussian_prior_score(particles, prior)
             score = {k: v + temperature * ps[k] for k, v in score.items()}
-        if m == 1:
-            # K = [[1]] and no repulsion: gradient ascent
-            particles = {k: p + lr * score[k] for k, p in particles.items()}
-        else:
-            particles = _stein_update(particles, score, lr, bandwidth, temperature, normalize)
+        particles = stein_update(particles, score, lr, bandwidth, temperature, normalize)
     return particles
 
 
-def _stein_update(
+def stein_update(
     particles: Params,
     score: Params,
     lr: float,
-    bandwidth: float | torch.Tensor | None,
-    temperature: float | torch.Tensor,
-    normalize: bool,
+    bandwidth: float | torch.Tensor | None = None,
+    temperature: float | torch.Tensor = 1.0,
+    normalize: bool = False,
 ) -> Params:
-    """``x + lr * phi*(x)`` computed parameter by parameter (same numbers as :func:`_svgd_direction`).
+    """One SVGD update ``x + lr * phi*(x)`` of a parameter dict of M particles (unchecked: vmap-safe).
 
-    Only the kernel needs all parameters at once (a sum of per-parameter Gram matrices); the
-    direction is then formed per parameter tensor. Flattening into ``[M, P]`` would copy every
-    parameter twice per step and keep those copies for the backward pass: for small networks the
-    parameter-sized tensors, not the activations, dominate the memory of the inner loop.
+    The same direction as :func:`svgd_direction` on the flattened particles, formed parameter by
+    parameter; with M = 1 it is exactly gradient ascent ``x + lr * score``.
+
+    Args:
+        particles: ``{name: [M, *shape]}``.
+        score: ``{name: [M, *shape]}``, the score at each particle.
+        lr: step size.
+        bandwidth, temperature, normalize: as in :func:`svgd_direction`.
+
+    Returns:
+        Updated particles, same keys and shapes.
     """
     m = next(iter(particles.values())).shape[0]
+    if m == 1:
+        return {k: p + lr * score[k] for k, p in particles.items()}
     views = {k: p.reshape(m, -1) for k, p in particles.items()}
-    gram = sum(v @ v.transpose(0, 1) for v in views.values())
-    d2 = _d2_from_gram(gram)
-    h = _median_of_d2(d2) if bandwidth is None else bandwidth
-    k_mat = torch.exp(-d2 / h)  # [M, M]
-    k_sum = k_mat.sum(1, keepdim=True)  # [M, 1]
-    step = lr / k_sum if normalize else lr / m
-    out: Params = {}
-    for name, v in views.items():
-        # repulsion: sum_j grad_{x_j} k(x_j, x_i) = (2 / h) (x_i sum_j k_ij - sum_j k_ij x_j)
-        repulsion = (2.0 / h) * (v * k_sum - k_mat @ v)
-        drive = k_mat @ score[name].reshape(m, -1)
-        out[name] = (v + step * (drive + temperature * repulsion)).reshape(particles[name].shape)
-    return out
+    direction = _stein_direction(views, {k: score[k].reshape(m, -1) for k in views}, bandwidth, temperature, normalize)
+    return {k: (views[k] + lr * direction[k]).reshape(particles[k].shape) for k in views}
 
 
 def batched_svgd_steps(

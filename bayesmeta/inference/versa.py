@@ -39,12 +39,12 @@ points only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from bayesmeta._validation import check_positive_int, describe
+from bayesmeta._validation import check_positive_int, describe, option_int
 from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
@@ -112,16 +112,6 @@ class VERSA(MetaLearner):
         ``[L, T, Q, Dy]`` (L = 1 without variance).
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "n_samples",
-        "task_kind",
-        "variance",
-        "amortization",
-        "hidden",
-        "y_dim",
-        "min_noise_std",
-    )
-
     def __init__(
         self,
         backbone: nn.Module,
@@ -140,12 +130,12 @@ class VERSA(MetaLearner):
         if not isinstance(backbone, nn.Module):
             raise ConfigError(f"backbone: expected a torch.nn.Module, got {type(backbone).__name__}")
         self.backbone = backbone
-        self.n_samples = check_positive_int("n_samples", n_samples)
-        self.y_dim = check_positive_int("y_dim", y_dim)
+        self.n_samples = option_int("n_samples", n_samples, 1)
+        self.y_dim = option_int("y_dim", y_dim, 1)
         d = feature_dim if feature_dim is not None else getattr(backbone, "feature_dim", None)
         if d is None:
             raise ConfigError("feature_dim: the backbone has no feature_dim attribute; pass feature_dim")
-        self.feature_dim = check_positive_int("feature_dim", int(d))
+        self.feature_dim = option_int("feature_dim", int(d), 1)
         amort: nn.Module
         if isinstance(amortization, nn.Module):
             amort = amortization

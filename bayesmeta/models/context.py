@@ -26,7 +26,7 @@ from torch import nn
 
 from bayesmeta.exceptions import ShapeError
 
-__all__ = ["context_mode", "joint_forward", "query_forward", "support_forward"]
+__all__ = ["context_mode", "joint_forward", "query_forward", "set_features", "support_forward"]
 
 #: ``fn(x, **kw) -> outputs``: inputs ``[*B, N, ...]`` to outputs ``[*B, N, ...]``.
 BackboneFn = Callable[..., torch.Tensor]
@@ -36,6 +36,21 @@ def context_mode(model: nn.Module) -> str | None:
     """``"support"``, ``"self"`` or ``None`` (see the module docstring)."""
     mode = getattr(model, "context_mode", None)
     return mode if mode in ("support", "self") else None
+
+
+def set_features(backbone: nn.Module, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The backbone's features (``features()`` when it has one) of sets ``[T, N, ...]``: ``[T, N, ...]``.
+
+    A context-normalized backbone gets the sets as they are (with ``context_mask`` ``[T, N]``);
+    any other backbone gets the ``T * N`` examples flattened into one batch dimension, since
+    per-example backbones may accept only one. Pass it as ``fn`` to :func:`support_forward` and
+    friends, e.g. ``functools.partial(set_features, backbone)``.
+    """
+    f = backbone.features if hasattr(backbone, "features") else backbone
+    if context_mode(backbone) is not None:
+        return f(x, context_mask=context_mask)
+    out = f(x.flatten(0, 1))
+    return out.reshape(*x.shape[:2], *out.shape[1:])
 
 
 def _full_mask(x: torch.Tensor, set_dim: int, mask: torch.Tensor | None) -> torch.Tensor:

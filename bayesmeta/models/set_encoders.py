@@ -27,6 +27,7 @@ __all__ = [
     "GaussianSetEncoder",
     "masked_mean",
     "masked_class_mean",
+    "check_class_counts",
 ]
 
 
@@ -53,6 +54,24 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor | None = None, dim: int = 1)
     return total / count
 
 
+def check_class_counts(onehot: torch.Tensor) -> torch.Tensor:
+    """Per-class counts ``[T, C]`` of masked one-hot labels ``[T, S, C]``; every class must be present.
+
+    Raises:
+        InvalidValueError: a class of some task has no present support example; the message
+            names the class and the task.
+    """
+    counts = onehot.sum(1)  # [T, C]
+    empty = (counts == 0).nonzero()
+    if empty.numel():
+        t, c = empty[0].tolist()
+        raise InvalidValueError(
+            f"support_y: expected at least one support example per class (n_way = {onehot.shape[-1]}), "
+            f"but class {c} of task {t} has none ({empty.shape[0]} empty class(es) in all)"
+        )
+    return counts
+
+
 def masked_class_mean(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -77,14 +96,7 @@ def masked_class_mean(
     onehot = nn.functional.one_hot(labels, n_way).to(features.dtype)  # [T, S, C]
     if mask is not None:
         onehot = onehot * mask.unsqueeze(-1).to(features.dtype)
-    counts = onehot.sum(1)  # [T, C]
-    empty = (counts == 0).nonzero()
-    if empty.numel():
-        t, c = empty[0].tolist()
-        raise InvalidValueError(
-            f"support_y: expected at least one support example per class (n_way = {n_way}), "
-            f"but class {c} of task {t} has none ({empty.shape[0]} empty class(es) in all)"
-        )
+    counts = check_class_counts(onehot)
     # hidden points may hold garbage: zero them explicitly rather than trusting 0 * garbage
     if mask is not None:
         features = torch.where(mask.unsqueeze(-1), features, torch.zeros((), dtype=features.dtype))

@@ -14,6 +14,7 @@ deep inside ``vmap``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
 import torch
 
@@ -21,7 +22,14 @@ from bayesmeta._validation import check_finite, describe
 from bayesmeta.devices import resolve_device, resolve_dtype
 from bayesmeta.exceptions import InvalidValueError, ShapeError
 
-__all__ = ["SupportSet", "TaskBatch"]
+__all__ = ["SupportSet", "TaskBatch", "full_mask"]
+
+
+def full_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``mask`` (``[T, N]`` bool), or all-True ``[T, N]`` for the leading dims of ``x`` when it is ``None``."""
+    if mask is not None:
+        return mask
+    return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
 
 
 def _check_set(
@@ -119,6 +127,18 @@ class SupportSet:
         """True when ``y`` holds class indices."""
         return self.n_way is not None
 
+    @classmethod
+    def _checked(cls, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, n_way: int | None) -> SupportSet:
+        """A set from fields that a :class:`TaskBatch` has already validated: not checked again.
+
+        Validation happens once, at the boundary (``TaskBatch`` construction); the halves a batch
+        hands out would otherwise re-run every check (and its device syncs) on each access.
+        """
+        obj = object.__new__(cls)
+        for name, value in (("x", x), ("y", y), ("mask", mask), ("n_way", n_way)):
+            object.__setattr__(obj, name, value)
+        return obj
+
     def index(self, idx: slice | torch.Tensor | int) -> SupportSet:
         """The same support set restricted to the tasks ``idx`` (task dimension kept)."""
         idx = slice(idx, idx + 1) if isinstance(idx, int) else idx
@@ -190,20 +210,25 @@ class TaskBatch:
         """True when the labels are class indices."""
         return self.n_way is not None
 
-    @property
+    # The halves are built once per batch (cached) from fields validated in __post_init__.
+    @cached_property
     def support(self) -> SupportSet:
         """The support half of the batch, the only thing ``adapt`` may look at."""
-        return SupportSet(self.support_x, self.support_y, self.support_mask, self.n_way)
+        return SupportSet._checked(self.support_x, self.support_y, self.support_mask, self.n_way)
 
-    @property
+    @cached_property
     def query(self) -> SupportSet:
         """The query half as a :class:`SupportSet` (used by methods that condition on it)."""
-        return SupportSet(self.query_x, self.query_y, self.query_mask, self.n_way)
+        return SupportSet._checked(self.query_x, self.query_y, self.query_mask, self.n_way)
 
     def joint(self) -> SupportSet:
-        """Support and query concatenated along the point axis (``[T, S + Q, ...]``)."""
+        """Support and query concatenated along the point axis (``[T, S + Q, ...]``), built once per batch."""
+        return self._joint
+
+    @cached_property
+    def _joint(self) -> SupportSet:
         def cat_mask(m: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
-            return torch.ones(ref.shape[:2], dtype=torch.bool, device=ref.device) if m is None else m
+            return full_mask(ref, m)
 
         mask = None
         if self.support_mask is not None or self.query_mask is not None:
@@ -211,7 +236,8 @@ class TaskBatch:
                 [cat_mask(self.support_mask, self.support_x), cat_mask(self.query_mask, self.query_x)],
                 dim=1,
             )
-        return SupportSet(
+        # two validated sets with equal T, feature shape and Dy concatenate into a valid set
+        return SupportSet._checked(
             torch.cat([self.support_x, self.query_x], dim=1),
             torch.cat([self.support_y, self.query_y], dim=1),
             mask,

@@ -27,6 +27,7 @@ import torch
 
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta.gaussian import gp_condition, gp_predict
 from bayesmeta.predictive import GaussianPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -206,23 +207,13 @@ class GPCurves:
         f64 = torch.float64
         sx, sy, qx = sx.to(f64), sy.to(f64), query_x.to(f64)
         ls, os_ = params.length_scale.to(f64), params.output_scale.to(f64)
-        noise = params.noise_std**2 + _JITTER * (os_**2)[:, None, None]
-        s = sx.shape[1]
-        eye = torch.eye(s, dtype=f64)
-        k_ss = self.kernel(sx, sx, ls, os_) + noise * eye
-        k_qs = self.kernel(qx, sx, ls, os_)  # [T, Q, S]
-        if support.mask is not None:
-            m = support.mask
-            pair = m.unsqueeze(2) & m.unsqueeze(1)
-            k_ss = torch.where(pair, k_ss, eye.expand_as(k_ss))
-            k_qs = torch.where(m.unsqueeze(1), k_qs, torch.zeros((), dtype=f64))
-            sy = torch.where(m.unsqueeze(-1), sy, torch.zeros((), dtype=f64))
-        chol = torch.linalg.cholesky(k_ss)
-        alpha = torch.cholesky_solve(sy, chol)  # [T, S, 1]
-        mean = k_qs @ alpha  # [T, Q, 1]
-        v = torch.linalg.solve_triangular(chol, k_qs.transpose(1, 2), upper=False)  # [T, S, Q]
-        prior_var = (os_**2)[:, None] + params.noise_std**2  # [T, 1]
-        var = (prior_var - (v**2).sum(1)).clamp_min(1e-12).unsqueeze(-1)  # [T, Q, 1]
+        noise = params.noise_std**2 + _JITTER * os_**2  # [T]
+        k_ss = self.kernel(sx, sx, ls, os_)
+        chol, alpha, _, _ = gp_condition(
+            k_ss, torch.zeros(sx.shape[:2], dtype=f64), sy, noise, support.mask, name="GPCurves oracle kernel matrix"
+        )
+        mean, latent_var = gp_predict(chol, alpha, self.kernel(qx, sx, ls, os_), (os_**2)[:, None].expand(qx.shape[:2]), support.mask)
+        var = (latent_var + params.noise_std**2).clamp_min(1e-12).unsqueeze(-1)  # [T, Q, 1]
         dt = query_x.dtype
         return GaussianPredictive(mean.to(dt), var.to(dt))
 

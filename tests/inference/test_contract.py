@@ -15,13 +15,17 @@ import torch
 
 from bayesmeta.exceptions import BayesMetaError
 from bayesmeta.inference import MAML, MetaLearner, ProtoNet
+from bayesmeta.inference.alpaca import ALPaCA
 from bayesmeta.inference.anp import ANP
 from bayesmeta.inference.bmaml import BMAML
 from bayesmeta.inference.cnp import CNP
 from bayesmeta.inference.dkt import DKT
 from bayesmeta.inference.ensemble import Ensemble
+from bayesmeta.inference.imaml import IMAML
 from bayesmeta.inference.latent_np import NP
+from bayesmeta.inference.matching import MatchingNet
 from bayesmeta.inference.platipus import PLATIPUS
+from bayesmeta.inference.reptile import Reptile
 from bayesmeta.inference.versa import VERSA
 from bayesmeta.models import MLP, Conv4
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
@@ -101,6 +105,20 @@ LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]
         regression_batch,
     ),
     "ensemble-protonet": (lambda: Ensemble(lambda: ProtoNet(Conv4(hidden=8)), n_members=2), classification_batch),
+    # issue 16: the new learners
+    "reptile-regression": (lambda: Reptile(MLP(1, 1, hidden=(8,)), inner_steps=2, task_kind="regression"), regression_batch),
+    "reptile-classification": (
+        lambda: Reptile(Conv4(out_features=N_WAY, hidden=8), inner_lr=0.1, inner_steps=2, task_kind="classification"),
+        classification_batch,
+    ),
+    "imaml-regression": (lambda: IMAML(MLP(1, 1, hidden=(8,)), inner_steps=2, task_kind="regression"), regression_batch),
+    "imaml-classification": (
+        lambda: IMAML(Conv4(out_features=N_WAY, hidden=8), inner_lr=0.1, inner_steps=2, cg_steps=3, task_kind="classification"),
+        classification_batch,
+    ),
+    "alpaca-regression": (lambda: ALPaCA(_features(), feature_dim=8), regression_batch),
+    "matching": (lambda: MatchingNet(Conv4(hidden=8), learn_scale=True), classification_batch),
+    "matching-fce": (lambda: MatchingNet(Conv4(hidden=8, norm="group"), fce=True, fce_steps=2), classification_batch),
 }
 
 

@@ -215,9 +215,10 @@ def test_test_inner_steps_sets_the_steps_of_adapt_only() -> None:
         assert float(learner.meta_loss(batch).loss) == pytest.approx(float(mse1), rel=1e-12)
         mse4 = ((learner.predict(post4, batch.query_x).mean - batch.query_y) ** 2).mean()
     assert abs(float(mse4) - float(mse1)) > 1e-6  # the two step counts are distinguishable
-    from bayesmeta.exceptions import InvalidValueError
+    from bayesmeta.exceptions import ConfigError
 
-    with pytest.raises(InvalidValueError, match="test_inner_steps"):
+    # a bad constructor option is a ConfigError in every learner (issue 16: one option validator)
+    with pytest.raises(ConfigError, match="test_inner_steps"):
         MAML(model, test_inner_steps=-1, task_kind="regression")
 
 

@@ -1,0 +1,194 @@
+"""The shared base of the gradient family: MAML, Reptile, iMAML, BMAML and PLATIPUS.
+
+Every learner of the family adapts a backbone's parameters by steps on one *support loss* (MAML's:
+mean squared error averaged over output dimensions, or mean cross-entropy, over the task's
+present support points) and predicts with a homoscedastic Gaussian *noise model* for regression.
+:class:`GradientLearner` holds what they share, so that it is written once:
+
+- the backbone ``model`` and the inner-loop options (``inner_lr``, ``inner_steps``,
+  ``test_inner_steps``, ``chunk_size``), validated by the library's one option validator
+  (:func:`option_int` / :func:`option_float`, re-exported from ``bayesmeta._validation``), which
+  raises :class:`~bayesmeta.exceptions.ConfigError` for every bad option of every learner;
+- the noise model: ``noise="learned"`` (a log standard deviation ``log_noise``, starting at std 1,
+  fitted by maximum likelihood on *detached* query residuals so it never moves the network's
+  meta-gradient) or a fixed positive finite float (``fixed_noise``);
+- :meth:`GradientLearner.forward_fn` (a ``functional_call`` of the backbone with some of its
+  parameters replaced, context mask passed to a context-normalized backbone) and
+  :meth:`GradientLearner.support_loss`, the loss every inner loop steps on;
+- the ``n_way`` / head-size check and the non-finite-parameter check.
+
+The specific learners differ only in what they do with these: MAML differentiates through K
+steps (point mass), Reptile moves theta toward the adapted parameters (first order), iMAML uses
+the implicit function theorem at a proximally regularized solution, BMAML moves M particles by
+SVGD, PLATIPUS samples around a gradient-step mean
+(:mod:`~bayesmeta.inference.particles` holds the M-particle predictive of the last two).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from bayesmeta._validation import option_float, option_int
+from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
+from bayesmeta.inference.base import MetaLearner, TaskKind
+from bayesmeta.inference.inner_loop import Params, TaskLoss, cross_entropy_loss, squared_error_loss
+from bayesmeta.models.context import context_mode
+from bayesmeta.tasks.batch import full_mask
+
+__all__ = [
+    "GradientLearner",
+    "Noise",
+    "check_finite_params",
+    "full_mask",
+    "option_float",
+    "option_int",
+]
+
+#: The regression noise option every gradient learner accepts.
+Noise = float | Literal["learned"]
+
+
+def check_finite_params(params: Params, what: str) -> None:
+    """Raise :class:`NumericalError` if any adapted parameter holds NaN/Inf (one sync, at the boundary)."""
+    bad = [k for k, v in params.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NumericalError(
+            f"particles: {what} produced NaN/Inf in {bad}; the inner loop diverged or the "
+            f"meta-parameters are not finite (lower inner_lr, or check the learner's parameters)"
+        )
+
+
+class GradientLearner(MetaLearner):
+    """Backbone, inner-loop options, support loss and noise model of the gradient family.
+
+    Not a method on its own (see the module docstring).
+
+    Args:
+        model: the backbone; its parameters are (part of) theta.
+        inner_lr: inner step size, a positive finite float.
+        inner_steps: K >= 0 during meta-training.
+        test_inner_steps: K used by ``adapt``; defaults to ``inner_steps``.
+        chunk_size: tasks per vmapped chunk (memory cap); ``None`` for all at once.
+        task_kind: ``"classification"``, ``"regression"`` or ``None`` (either, by the batch).
+        noise: regression observation noise std, ``"learned"`` or a fixed positive finite float.
+
+    Raises:
+        ConfigError: any option out of range.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_lr: float,
+        inner_steps: int,
+        test_inner_steps: int | None,
+        chunk_size: int | None,
+        task_kind: TaskKind | None,
+        noise: Noise,
+    ) -> None:
+        super().__init__(task_kind)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if not list(model.parameters()):
+            raise ConfigError(f"model: {type(model).__name__} has no parameters to adapt")
+        self.model = model
+        self.inner_lr = option_float("inner_lr", inner_lr)
+        self.inner_steps = option_int("inner_steps", inner_steps, 0)
+        self.test_inner_steps = (
+            self.inner_steps if test_inner_steps is None else option_int("test_inner_steps", test_inner_steps, 0)
+        )
+        self.chunk_size = None if chunk_size is None else option_int("chunk_size", chunk_size, 1)
+        self.log_noise: nn.Parameter | None = None
+        self.fixed_noise: float | None = None
+        if noise == "learned":
+            if task_kind != "classification":
+                ref = next(model.parameters())
+                # noise std 1 at the start: too small a start makes early NLLs explode
+                self.log_noise = nn.Parameter(torch.zeros((), dtype=ref.dtype, device=ref.device))
+        elif isinstance(noise, str):
+            raise ConfigError(f"noise: expected 'learned' or a positive finite float, got {noise!r}")
+        else:
+            self.fixed_noise = option_float("noise", noise)
+
+    # ------------------------------------------------------------- backbone
+    def forward_fn(self, frozen: Params | None = None) -> Callable[..., torch.Tensor]:
+        """``f(params, x, context_mask=None) -> outputs`` for one parameter set.
+
+        Args:
+            frozen: backbone parameters that ``params`` does not replace (the body under ANIL);
+                ``None`` when ``params`` holds all of them.
+
+        Returns:
+            A pure function ``[N, ...] -> [N, out]``; ``context_mask`` ``[N]`` goes to a
+            context-normalized backbone.
+        """
+        buffers = dict(self.model.named_buffers())
+        fixed = {} if frozen is None else frozen
+        model = self.model
+
+        def f(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+            kwargs = {} if context_mask is None else {"context_mask": context_mask}
+            return functional_call(model, {**fixed, **p, **buffers}, (inp,), kwargs)
+
+        return f
+
+    def support_loss(self, is_cls: bool, f: Callable[..., torch.Tensor] | None = None, in_context: bool | None = None) -> TaskLoss:
+        """The support loss ``L(params, x, y, mask)`` of one parameter set of one task.
+
+        Args:
+            is_cls: cross-entropy (classification) or squared error averaged over Dy.
+            f: the function to evaluate (default :meth:`forward_fn` of all parameters).
+            in_context: whether ``f`` takes a context mask (default: the backbone is
+                context-normalized); a context-normalized backbone takes its task statistics
+                from the present support points.
+        """
+        fn = self.forward_fn() if f is None else f
+        ctx = context_mode(self.model) is not None if in_context is None else in_context
+
+        def loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            out = fn(p, x, m) if ctx else fn(p, x)
+            return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
+
+        return loss
+
+    def check_out_dim(self, n_way: int | None) -> None:
+        """Raise :class:`ShapeError` if the batch's n_way differs from the head's number of logits."""
+        out_features = getattr(self.model, "out_features", None)
+        if out_features is not None and n_way is not None and out_features != n_way:
+            raise ShapeError(
+                f"n_way: the model's head has out_features = {out_features} logits, but the batch is {n_way}-way"
+            )
+
+    # ---------------------------------------------------------- noise model
+    def noise_variance(self) -> torch.Tensor | float:
+        """Regression observation-noise variance used by the predictive."""
+        if self.fixed_noise is not None:
+            return self.fixed_noise**2
+        if self.log_noise is None:
+            raise ConfigError(f"noise: this {type(self).__name__} was built for classification and has no regression noise")
+        return torch.exp(2.0 * self.log_noise)
+
+    def noise_fit(self, out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Maximum-likelihood term of a learned noise on *detached* outputs (it cannot move theta).
+
+        Args:
+            out: ``[T, Q, Dy]`` point predictions.
+            y: ``[T, Q, Dy]`` targets.
+            mask: ``[T, Q]`` bool.
+
+        Returns:
+            The mean Gaussian NLL per point and output dimension (a scalar with a gradient to
+            ``log_noise`` only), or a zero when the noise is fixed.
+        """
+        if self.log_noise is None:
+            return out.new_zeros(())
+        var = torch.exp(2.0 * self.log_noise)
+        nll = 0.5 * (torch.log(2 * math.pi * var) + (out.detach() - y) ** 2 / var).mean(-1)
+        w = mask.to(nll.dtype)
+        return (nll * w).sum() / w.sum()

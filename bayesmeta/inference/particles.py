@@ -1,0 +1,158 @@
+"""The M-particle side of the gradient family: a posterior of M parameter sets per task.
+
+:class:`ParticleLearner` is the shared base of BMAML (SVGD particles) and PLATIPUS (posterior
+draws). It adds to :class:`~bayesmeta.inference.gradient_base.GradientLearner` the evaluation
+of every particle of every task in one nested ``vmap`` (each particle normalizes a task's
+queries with that task's support set, :mod:`bayesmeta.models.context`) and the uniform-mixture
+predictive: ``N(f_m(x), noise^2)`` per particle for regression, the particles' softmax for
+classification. MAML is the M = 1 point case of the same family.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.func import vmap
+
+from bayesmeta.exceptions import ShapeError
+from bayesmeta.gaussian import gaussian_log_density
+from bayesmeta.inference.base import TaskPosterior
+from bayesmeta.inference.gradient_base import GradientLearner, full_mask
+from bayesmeta.inference.inner_loop import Params
+from bayesmeta.models.context import context_mode, query_forward
+from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
+from bayesmeta.tasks.batch import SupportSet, TaskBatch
+
+__all__ = ["ParticleLearner", "ParticlePosterior"]
+
+@dataclass
+class ParticlePosterior(TaskPosterior):
+    """An empirical posterior: M parameter sets per task (SVGD particles or posterior samples).
+
+    Attributes:
+        params: ``{name: [T, M, *shape]}``.
+        n_way: C for classification, ``None`` for regression.
+        support_x: ``[T, S, ...]`` support inputs, kept when the backbone normalizes queries with
+            their task's support statistics (``context_mode == "support"``), else ``None``.
+        support_mask: ``[T, S]`` bool or ``None``.
+    """
+
+    params: Params
+    n_way: int | None
+    support_x: torch.Tensor | None = None
+    support_mask: torch.Tensor | None = None
+
+    @property
+    def n_tasks(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    @property
+    def n_particles(self) -> int:
+        """M."""
+        return next(iter(self.params.values())).shape[1]
+
+
+class ParticleLearner(GradientLearner):
+    """Shared machinery of the learners whose posterior is a set of M parameter sets per task.
+
+    On :class:`~bayesmeta.inference.gradient_base.GradientLearner` (backbone, options, support
+    loss, noise model), evaluates all particles of all tasks in one nested ``vmap`` and turns
+    their outputs into a mixture predictive. Not a method on its own.
+    """
+
+    # ------------------------------------------------------------- backbone
+    def _particle_outputs(
+        self,
+        params: Params,
+        x: torch.Tensor,
+        support_x: torch.Tensor | None = None,
+        support_mask: torch.Tensor | None = None,
+        query_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Outputs of every particle of every task: params ``[T, M, ...]``, x ``[T, Q, ...]`` -> ``[T, M, Q, out]``.
+
+        With a context-normalized backbone each particle normalizes a task's queries with that
+        task's support set (``support_x`` ``[T, S, ...]``, ``support_mask`` ``[T, S]``), or with
+        the query set itself for the transductive ``norm="batch"``.
+        """
+        f = self.forward_fn()
+        mode = context_mode(self.model)
+        if mode is None:
+            over_particles = vmap(f, in_dims=(0, None))
+            return vmap(over_particles, in_dims=(0, 0), chunk_size=self.chunk_size)(params, x)
+        qm = full_mask(x, query_mask)
+        if mode == "self" or support_x is None:
+            support_x, support_mask = x, qm
+        else:
+            support_mask = full_mask(support_x, support_mask)
+
+        def one(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
+            return query_forward(lambda inp, context_mask=None: f(p, inp, context_mask), self.model, xq, xs, ms, 0, mq)
+
+        over_particles = vmap(one, in_dims=(0, None, None, None, None))
+        return vmap(over_particles, chunk_size=self.chunk_size)(params, x, support_x, support_mask, qm)
+
+    def _posterior(self, params: Params, support: SupportSet) -> ParticlePosterior:
+        keep = context_mode(self.model) == "support"
+        return ParticlePosterior(params, support.n_way, support.x if keep else None, support.mask if keep else None)
+
+    # ----------------------------------------------------------- predictive
+    def _mixture_nll(
+        self, out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, is_cls: bool, detach_outputs: bool = False
+    ) -> torch.Tensor:
+        """Mean NLL of the particle mixture over present query points (per output dim, regression).
+
+        Args:
+            out: ``[T, M, Q, out]`` particle outputs.
+            y: ``[T, Q]`` labels or ``[T, Q, Dy]`` targets.
+            mask: ``[T, Q]`` bool.
+            is_cls: classification.
+            detach_outputs: cut the outputs from the graph (fits only the noise).
+        """
+        if detach_outputs:
+            out = out.detach()
+        m = out.shape[1]
+        if is_cls:
+            lp = torch.log_softmax(out, -1)  # [T, M, Q, C]
+            comp = lp.gather(-1, y.unsqueeze(1).expand(*lp.shape[:3]).unsqueeze(-1)).squeeze(-1)  # [T, M, Q]
+            per_point = -(torch.logsumexp(comp, 1) - math.log(m))
+        else:
+            var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)
+            comp = gaussian_log_density(y.unsqueeze(1), out, var).sum(-1)  # [T, M, Q]
+            # per output dimension, like MAML's squared error averaged over Dy
+            per_point = -(torch.logsumexp(comp, 1) - math.log(m)) / out.shape[-1]
+        w = mask.to(per_point.dtype)
+        return (per_point * w).sum() / w.sum()
+
+    def _query_metrics(self, out: torch.Tensor, batch: TaskBatch) -> dict[str, float]:
+        """Detached diagnostics of the mixture on the query set (``mse``/``accuracy``, ``nll``)."""
+        with torch.no_grad():
+            mask = full_mask(batch.query_x, batch.query_mask)
+            w = mask.to(out.dtype)
+            nll = float(self._mixture_nll(out, batch.query_y, mask, batch.is_classification))
+            if batch.is_classification:
+                probs = torch.softmax(out, -1).mean(1)  # [T, Q, C]
+                acc = ((probs.argmax(-1) == batch.query_y).to(out.dtype) * w).sum() / w.sum()
+                return {"accuracy": float(acc), "nll": nll}
+            se = ((out.mean(1) - batch.query_y) ** 2).mean(-1)
+            return {"mse": float((se * w).sum() / w.sum()), "nll": nll}
+
+    def predict(self, posterior: ParticlePosterior, query_x: torch.Tensor) -> Predictive:
+        """Mixture predictive over the M particles at ``query_x`` ``[T, Q, ...]``.
+
+        Returns:
+            :class:`GaussianPredictive` with means ``[M, T, Q, Dy]`` and the noise variance, or
+            :class:`CategoricalPredictive` with logits ``[M, T, Q, C]``.
+        """
+        if not isinstance(posterior, ParticlePosterior):
+            raise ShapeError(f"posterior: expected a ParticlePosterior, got {type(posterior).__name__}")
+        self.check_query_x(posterior, query_x)
+        out = self._particle_outputs(
+            posterior.params, query_x, posterior.support_x, posterior.support_mask
+        ).movedim(1, 0)  # [M, T, Q, out]
+        if posterior.n_way is not None:
+            return CategoricalPredictive(logits=out)
+        var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)
+        return GaussianPredictive(out, var.expand_as(out))
