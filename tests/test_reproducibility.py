@@ -128,6 +128,7 @@ def test_iter_episodes_matches_fixed_episodes() -> None:
         assert torch.equal(x.support_x, y.support_x) and torch.equal(x.query_y, y.query_y)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: needs a GPU")
 def test_cuda_training_is_reproducible(tmp_path: Path) -> None:  # pragma: no cover - GPU only
     cfg = dict(CONFIG, training={**CONFIG["training"], "device": "cuda"})

@@ -152,6 +152,7 @@ def test_training_and_evaluation_in_float64(tmp_path: Path) -> None:
     assert res32.episode_fingerprint == res.episode_fingerprint and res32.protocol["dtype"] == "float32"
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA path: needs a GPU")
 def test_batches_move_to_the_gpu_at_the_boundary() -> None:  # pragma: no cover - GPU only
     learner = MAML(MLP(1, 1, hidden=(8,)), inner_lr=0.1, task_kind="regression").to("cuda")
