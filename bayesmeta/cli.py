@@ -172,7 +172,10 @@ def _run(args: argparse.Namespace) -> None:
         start = f" (resumed at step {res.resumed_from})" if res.resumed_from else ""
         print(f"trained to step {res.steps}{start} into {args.run_dir}{best}")
     elif args.command == "evaluate":
+        from bayesmeta._memory import fix_mmap_threshold
         from bayesmeta.runs import evaluate_run
+
+        fix_mmap_threshold()  # large activations go back to the OS: peak RSS stays flat over episodes
 
         result = evaluate_run(
             args.run_dir, checkpoint=args.checkpoint, n_episodes=args.episodes, device=args.device, dtype=args.dtype,
