@@ -45,8 +45,8 @@ from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import (
-    context_mode,
     joint_forward,
+    kept_context,
     query_forward,
     set_features,
     support_forward,
@@ -197,8 +197,7 @@ class ALPaCA(MetaLearner):
         self._check_y(support.y, "support_y")
         phi = support_forward(self._features_fn, self.backbone, support.x, support.mask, set_dim=1)
         mean, chol = self._condition(phi, support.y, support.mask)
-        keep = context_mode(self.backbone) == "support"
-        return ALPaCAPosterior(mean, chol, support.x if keep else None, support.mask if keep else None)
+        return ALPaCAPosterior(mean, chol, *kept_context(self.backbone, support.x, support.mask))
 
     def predict(self, posterior: ALPaCAPosterior, query_x: torch.Tensor) -> GaussianPredictive:
         """Gaussian posterior predictive at ``query_x`` ``[T, Q, ...]``, M = 1."""

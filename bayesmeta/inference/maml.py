@@ -33,7 +33,7 @@ from bayesmeta.inference.base import StepOutput, TaskKind, TaskPosterior
 from bayesmeta.inference.gradient_base import GradientLearner, Noise, full_mask
 from bayesmeta.inference.inner_loop import Params, TaskLoss, batched_gradient_steps
 from bayesmeta.models._shapes import check_input_shape
-from bayesmeta.models.context import context_mode, query_forward, support_forward
+from bayesmeta.models.context import context_mode, kept_context, query_forward, support_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -193,8 +193,7 @@ class MAML(GradientLearner):
         return self._posterior(new, support)
 
     def _posterior(self, params: Params, support: SupportSet) -> MAMLPosterior:
-        keep = context_mode(self.model) == "support"
-        return MAMLPosterior(params, support.n_way, support.x if keep else None, support.mask if keep else None)
+        return MAMLPosterior(params, support.n_way, *kept_context(self.model, support.x, support.mask))
 
     def _outputs(
         self, posterior: MAMLPosterior, query_x: torch.Tensor, query_mask: torch.Tensor | None = None

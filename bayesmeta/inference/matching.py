@@ -37,8 +37,8 @@ from bayesmeta.exceptions import ConfigError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import (
-    context_mode,
     joint_forward,
+    kept_context,
     query_forward,
     set_features,
     support_forward,
@@ -220,10 +220,9 @@ class MatchingNet(MetaLearner):
         mask = full_mask(support.x, support.mask)
         _check_classes(support.y, support.n_way, mask)
         g = support_forward(self._embed_fn, self.backbone, support.x, support.mask, set_dim=1)
-        keep = context_mode(self.backbone) == "support"
         return MatchingPosterior(
             self._support_embeddings(g, mask), support.y, mask, support.n_way,
-            support.x if keep else None, support.mask if keep else None,
+            *kept_context(self.backbone, support.x, support.mask),
         )
 
     def predict(self, posterior: MatchingPosterior, query_x: torch.Tensor) -> CategoricalPredictive:

@@ -21,7 +21,7 @@ from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import TaskPosterior
 from bayesmeta.inference.gradient_base import GradientLearner, full_mask
 from bayesmeta.inference.inner_loop import Params
-from bayesmeta.models.context import context_mode, query_forward
+from bayesmeta.models.context import context_mode, kept_context, query_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
@@ -95,8 +95,7 @@ class ParticleLearner(GradientLearner):
         return vmap(over_particles, chunk_size=self.chunk_size)(params, x, support_x, support_mask, qm)
 
     def _posterior(self, params: Params, support: SupportSet) -> ParticlePosterior:
-        keep = context_mode(self.model) == "support"
-        return ParticlePosterior(params, support.n_way, support.x if keep else None, support.mask if keep else None)
+        return ParticlePosterior(params, support.n_way, *kept_context(self.model, support.x, support.mask))
 
     # ----------------------------------------------------------- predictive
     def _mixture_nll(

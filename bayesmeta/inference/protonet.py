@@ -19,6 +19,7 @@ from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import (
     context_mode,
     joint_forward,
+    kept_context,
     query_forward,
     set_features,
     support_forward,
@@ -95,8 +96,7 @@ class ProtoNet(MetaLearner):
         check_input_shape(self.backbone, support.x, "support_x")
         f = support_forward(self._embed_fn, self.backbone, support.x, support.mask, set_dim=1)
         prototypes, _ = masked_class_mean(f, support.y, support.n_way, support.mask)
-        keep = context_mode(self.backbone) == "support"
-        return ProtoPosterior(prototypes, support.x if keep else None, support.mask if keep else None)
+        return ProtoPosterior(prototypes, *kept_context(self.backbone, support.x, support.mask))
 
     def predict(self, posterior: ProtoPosterior, query_x: torch.Tensor) -> CategoricalPredictive:
         """Softmax over negative squared distances, M = 1."""

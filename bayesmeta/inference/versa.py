@@ -55,7 +55,13 @@ from bayesmeta.models.amortization import (
     LinearHeadAmortization,
     PrototypeAmortization,
 )
-from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
+from bayesmeta.models.context import (
+    context_mode,
+    joint_forward,
+    kept_context,
+    query_forward,
+    support_forward,
+)
 from bayesmeta.models.set_encoders import masked_class_mean
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
@@ -253,8 +259,7 @@ class VERSA(MetaLearner):
 
     def _posterior(self, support: SupportSet, f: torch.Tensor, seeds: tuple[int, ...] | None) -> VERSAPosterior:
         """The posterior from support features ``f`` ``[T, S, D]``."""
-        keep = context_mode(self.backbone) == "support"
-        ctx = (support.x if keep else None, support.mask if keep else None)
+        ctx = kept_context(self.backbone, support.x, support.mask)
         if self.task_kind == "classification":
             assert support.n_way is not None
             c, _ = masked_class_mean(f, support.y, support.n_way, support.mask)  # [T, C, D]

@@ -53,6 +53,20 @@ def set_features(backbone: nn.Module, x: torch.Tensor, context_mask: torch.Tenso
     return out.reshape(*x.shape[:2], *out.shape[1:])
 
 
+def kept_context(
+    model: nn.Module, support_x: torch.Tensor, support_mask: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """What a posterior must keep of the support set for :func:`query_forward`.
+
+    Returns:
+        ``(support_x, support_mask)`` for a support-normalized backbone (queries are normalized
+        with their task's support statistics at predict time), else ``(None, None)``.
+    """
+    if context_mode(model) == "support":
+        return support_x, support_mask
+    return None, None
+
+
 def _full_mask(x: torch.Tensor, set_dim: int, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is not None:
         return mask
