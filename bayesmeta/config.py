@@ -62,6 +62,7 @@ from bayesmeta.tasks import (
 from bayesmeta.tasks.episodes import TaskSource
 from bayesmeta.tasks.families import CLINICAL_KEYS, MEDICAL_FAMILIES, family_probe, medical_family
 from bayesmeta.tasks.gp_curves import GPCurves
+from bayesmeta.training import MetaTrainer
 
 __all__ = [
     "METHODS",
@@ -80,17 +81,19 @@ __all__ = [
 ]
 
 SECTIONS = ("method", "model", "tasks", "training", "evaluation")
+def _trainer_defaults(*names: str) -> dict[str, Any]:
+    """The ``MetaTrainer`` constructor's own defaults for ``names``: one place for each default."""
+    params = inspect.signature(MetaTrainer.__init__).parameters
+    return {n: params[n].default for n in names}
+
+
+# The config's training section: MetaTrainer's keyword options (their defaults read off its
+# signature, so the CLI and the Python API cannot drift apart), plus the keys only a config has.
 TRAINING_DEFAULTS: dict[str, Any] = {
-    "steps": 1000,
-    "meta_batch_size": 16,
-    "lr": 1e-3,
-    "grad_clip": 10.0,
-    "seed": 0,
-    "val_episodes": 50,
-    "val_every": 250,
-    "checkpoint_every": 250,
-    "log_every": 10,
-    "max_minutes": None,
+    "steps": 1000,  # MetaTrainer requires `steps`; a config may leave it out
+    **_trainer_defaults("meta_batch_size", "lr", "grad_clip", "seed"),
+    "val_episodes": 50,  # a count here; MetaTrainer takes the built episodes
+    **_trainer_defaults("val_every", "checkpoint_every", "log_every", "max_minutes"),
     "device": "cpu",
     "dtype": "float32",
 }

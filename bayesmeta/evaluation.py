@@ -47,14 +47,14 @@ from bayesmeta.calibration.apply import (
     stack_predictives,
 )
 from bayesmeta.devices import batch_to_learner
-from bayesmeta.exceptions import CheckpointError, InvalidValueError
+from bayesmeta.exceptions import BayesMetaError, CheckpointError, InvalidValueError
 from bayesmeta.inference.base import MetaLearner
 from bayesmeta.io import atomic_torch_save, safe_torch_load
 from bayesmeta.metrics import MeanCI, mean_ci, task_metrics
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import TaskBatch
 
-__all__ = ["CalibratedResult", "EvaluationResult", "EpisodeHasher", "episode_fingerprint", "evaluate", "load_predictions", "format_table"]
+__all__ = ["CalibratedResult", "EvaluationResult", "EpisodeHasher", "episode_fingerprint", "evaluate", "load_predictions", "read_predictions", "format_table"]
 
 #: Metrics shown in the default results table, in order, when present.
 HEADLINE = (
@@ -413,20 +413,54 @@ def evaluate(
     return EvaluationResult(label, kind, cat, summary, buffer.result(), hasher.hexdigest(), wall, calibrated=calibrated)
 
 
-def load_predictions(eval_dir: str | Path) -> tuple[Predictive, torch.Tensor, torch.Tensor | None]:
-    """Read ``predictions.pt`` back as ``(predictive, targets, query_mask)``.
+def read_predictions(path: str | Path, kind: str | None = None) -> tuple[Predictive, torch.Tensor, torch.Tensor | None]:
+    """Read one ``predictions.pt`` file as ``(predictive, targets, query_mask)``.
+
+    The one reader of the file :meth:`EvaluationResult.save` writes (``bayesmeta report`` uses it
+    too). Loaded with ``weights_only=True``: plain tensors only, nothing unpickled.
+
+    Args:
+        path: the ``predictions.pt`` file.
+        kind: ``"classification"`` or ``"regression"`` to insist on one; None accepts either.
+
+    Returns:
+        A :class:`CategoricalPredictive` (``sample_log_probs`` ``[S, T, Q, C]``) or a
+        :class:`GaussianPredictive` (``sample_mean``/``sample_variance`` ``[S, T, Q, Dy]``), the
+        targets ``[T, Q]`` / ``[T, Q, Dy]`` and the query mask ``[T, Q]`` (None if not stored).
 
     Raises:
-        CheckpointError: the file is missing, truncated or holds anything but plain tensors.
+        CheckpointError: the file is missing, truncated, not plain tensors, lacks the keys of
+            ``kind``, or holds tensors no predictive accepts.
     """
-    d = safe_torch_load(Path(eval_dir) / "predictions.pt")
-    if "sample_log_probs" in d:
-        pred: Predictive = CategoricalPredictive(logits=d["sample_log_probs"])
-    elif "sample_mean" in d:
-        pred = GaussianPredictive(d["sample_mean"], d["sample_variance"])
-    else:
-        raise CheckpointError(f"{eval_dir}/predictions.pt: holds neither classification nor regression predictions")
-    return pred, d["targets"], d.get("query_mask")
+    path = Path(path)
+    data = safe_torch_load(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
+    if kind is None:
+        kind = "classification" if "sample_log_probs" in data else "regression" if "sample_mean" in data else None
+        if kind is None:
+            raise CheckpointError(f"{path}: holds neither classification nor regression predictions")
+    need = ("sample_log_probs", "targets") if kind == "classification" else ("sample_mean", "sample_variance", "targets")
+    missing = [k for k in need if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: expected keys {list(need)} for {kind}, missing {missing}")
+    try:
+        if kind == "classification":
+            pred: Predictive = CategoricalPredictive(logits=data["sample_log_probs"])
+        else:
+            pred = GaussianPredictive(data["sample_mean"], data["sample_variance"])
+    except BayesMetaError as e:
+        raise CheckpointError(f"{path}: invalid predictions: {e}") from e
+    return pred, data["targets"], data.get("query_mask")
+
+
+def load_predictions(eval_dir: str | Path) -> tuple[Predictive, torch.Tensor, torch.Tensor | None]:
+    """Read ``EVAL_DIR/predictions.pt`` back as ``(predictive, targets, query_mask)``.
+
+    Raises:
+        CheckpointError: see :func:`read_predictions`.
+    """
+    return read_predictions(Path(eval_dir) / "predictions.pt")
 
 
 def format_table(results: Sequence[EvaluationResult], metrics: Sequence[str] = HEADLINE) -> str:

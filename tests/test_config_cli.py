@@ -156,3 +156,22 @@ def test_load_learner_and_cli_evaluate_choose_the_checkpoint_and_episodes(tmp_pa
     (run / "checkpoints" / "last.pt").unlink()
     assert main(["evaluate", str(run), "--checkpoint", "last", "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_training_defaults_are_the_trainers_own() -> None:
+    """One place for each default: the config's training section reads MetaTrainer's signature."""
+    import inspect
+
+    from bayesmeta.config import TRAINING_DEFAULTS
+    from bayesmeta.training import MetaTrainer
+
+    params = inspect.signature(MetaTrainer.__init__).parameters
+    # val_episodes means a count in a config and the built episodes in MetaTrainer
+    # (MetaTrainer requires `steps`, so a config's default for it is the config's own)
+    shared = [
+        k for k in TRAINING_DEFAULTS
+        if k in params and k != "val_episodes" and params[k].default is not inspect.Parameter.empty
+    ]
+    assert {"meta_batch_size", "lr", "grad_clip", "seed", "val_every", "checkpoint_every", "log_every"} <= set(shared)
+    for key in shared:
+        assert TRAINING_DEFAULTS[key] == params[key].default, key

@@ -33,8 +33,8 @@ import torch
 import yaml
 
 from bayesmeta.calibration import TemperatureScaling, VarianceScaling
-from bayesmeta.exceptions import BayesMetaError, CheckpointError, DataError, InvalidValueError
-from bayesmeta.io import safe_torch_load
+from bayesmeta.evaluation import read_predictions
+from bayesmeta.exceptions import CheckpointError, DataError, InvalidValueError
 from bayesmeta.metrics.aggregation import mean_ci
 from bayesmeta.metrics.task_metrics import METRIC_INFO
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
@@ -159,26 +159,13 @@ def _read_per_task(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_predictions(path: Path, kind: str) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+    """The optional predictions file, through the evaluation layer's one reader."""
     if not path.is_file():
         return None, None, None
     try:
-        data = safe_torch_load(path)
+        return read_predictions(path, kind)
     except CheckpointError as e:
-        raise DataError(f"predictions.pt: expected plain tensors: {e}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
-    need = ("sample_log_probs", "targets") if kind == "classification" else ("sample_mean", "sample_variance", "targets")
-    missing = [k for k in need if k not in data]
-    if missing:
-        raise DataError(f"{path}: expected keys {list(need)} for {kind}, missing {missing}")
-    try:
-        if kind == "classification":
-            pred: Any = CategoricalPredictive(logits=data["sample_log_probs"])
-        else:
-            pred = GaussianPredictive(data["sample_mean"], data["sample_variance"])
-    except BayesMetaError as e:
-        raise DataError(f"{path}: invalid predictions: {e}") from e
-    return pred, data["targets"], data.get("query_mask")
+        raise DataError(f"predictions.pt: {e}") from None
 
 
 def load_run(run_dir: str | Path) -> RunResult:
