@@ -34,7 +34,6 @@ __all__ = [
 
 #: ``log(2 pi)``.
 LOG_2PI = math.log(2.0 * math.pi)
-_LOG_2PI = LOG_2PI
 
 
 def gaussian_log_density(y: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
@@ -161,7 +160,7 @@ def gp_condition(
     if mask is not None:
         log_diag = log_diag * mask.to(log_diag.dtype)
     quad = (resid * alpha).sum((-2, -1))  # sum_d r_d^T K^-1 r_d
-    log_marginal = -0.5 * quad - d * log_diag.sum(-1) - 0.5 * d * n_present * _LOG_2PI
+    log_marginal = -0.5 * quad - d * log_diag.sum(-1) - 0.5 * d * n_present * LOG_2PI
     return chol, alpha, log_marginal, jitter
 
 

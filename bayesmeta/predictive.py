@@ -19,10 +19,10 @@ import torch
 
 from bayesmeta._validation import check_finite, check_ndim, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta.gaussian import LOG_2PI, gaussian_log_density
 
 __all__ = ["Predictive", "CategoricalPredictive", "GaussianPredictive"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -246,7 +246,7 @@ class GaussianPredictive(Predictive):
         """Per-member log density of ``y`` (``[T, Q, Dy]``), summed over Dy: ``[M, T, Q]``."""
         self._check_y(y)
         m, v = self.sample_mean, self.sample_variance
-        return (-0.5 * (_LOG_2PI + v.log() + (y - m) ** 2 / v)).sum(-1)
+        return gaussian_log_density(y, m, v).sum(-1)
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         """Log density of ``y`` (``[T, Q, Dy]``) under the mixture, ``[T, Q]``."""
@@ -303,7 +303,7 @@ class GaussianPredictive(Predictive):
     @property
     def expected_entropy(self) -> torch.Tensor:
         """Aleatoric part E_m H[N(mean_m, var_m)], ``[T, Q]`` (summed over Dy, nats)."""
-        return (0.5 * (1.0 + _LOG_2PI + self.sample_variance.log())).sum(-1).mean(0)
+        return (0.5 * (1.0 + LOG_2PI + self.sample_variance.log())).sum(-1).mean(0)
 
     @property
     def entropy(self) -> torch.Tensor:
@@ -312,7 +312,7 @@ class GaussianPredictive(Predictive):
         A Gaussian mixture has no closed-form entropy; the moment-matched Gaussian's entropy is an
         upper bound on it (the Gaussian maximizes entropy for a given variance), exact for M = 1.
         """
-        return (0.5 * (1.0 + _LOG_2PI + self.variance.log())).sum(-1)
+        return (0.5 * (1.0 + LOG_2PI + self.variance.log())).sum(-1)
 
     @property
     def mutual_information(self) -> torch.Tensor:

@@ -26,12 +26,12 @@ from torch.func import functional_call, vmap
 
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta.gaussian import gaussian_log_density
 
 __all__ = ["DiagonalGaussianPrior"]
 
 Params = dict[str, torch.Tensor]
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _key(name: str) -> str:
@@ -172,8 +172,7 @@ class DiagonalGaussianPrior(nn.Module):
         total: torch.Tensor | None = None
         for n, mu in self.mean.items():
             lv = self.log_var[_key(n)]
-            z2 = (params[n] - mu) ** 2 * torch.exp(-lv)
-            term = -0.5 * (z2 + lv + _LOG_2PI)
+            term = gaussian_log_density(params[n], mu, torch.exp(lv))
             term = term.reshape(*batch, -1).sum(-1) if nb else term.sum()
             total = term if total is None else total + term
         assert total is not None

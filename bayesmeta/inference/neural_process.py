@@ -32,7 +32,6 @@ so padding never reaches a prediction; hidden query points are left out of the l
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +40,7 @@ from torch import nn
 
 from bayesmeta._validation import check_positive_int, describe, option_int
 from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
+from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
 from bayesmeta.models.attention import MultiheadAttention
@@ -54,7 +54,6 @@ from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
 __all__ = ["NeuralProcess", "NeuralProcessPosterior"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 DeterministicPath = Literal["none", "mean", "attention"]
 
@@ -88,11 +87,6 @@ class NeuralProcessPosterior(TaskPosterior):
             if t is not None:
                 return t.shape[0]
         raise ShapeError("NeuralProcessPosterior: holds no representation")
-
-
-def _gaussian_log_prob(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """Diagonal Gaussian log-density summed over the last dim."""
-    return (-0.5 * (_LOG_2PI + var.log() + (y - mean) ** 2 / var)).sum(-1)
 
 
 def _gaussian_kl(m_q: torch.Tensor, s_q: torch.Tensor, m_p: torch.Tensor, s_p: torch.Tensor) -> torch.Tensor:
@@ -318,7 +312,7 @@ class NeuralProcess(MetaLearner):
             z = (q_mean + q_std * torch.randn_like(q_mean)).unsqueeze(0)  # [1, T, Dz]
             kl = _gaussian_kl(q_mean, q_std, post.z_mean, post.z_std)  # [T]
         mean, var = self._decode(post, target.x, z)  # [1, T, N, Dy]
-        ll = _gaussian_log_prob(target.y, mean[0], var[0])  # [T, N]
+        ll = gaussian_log_density(target.y, mean[0], var[0]).sum(-1)  # [T, N]
         if target.mask is None:
             w = torch.ones_like(ll)
         else:

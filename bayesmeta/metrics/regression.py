@@ -22,6 +22,7 @@ import torch
 
 from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import InvalidValueError
+from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.metrics._inputs import ArrayLike, GaussInputs, gauss_inputs, weighted_mean
 from bayesmeta.predictive import GaussianPredictive
 
@@ -41,7 +42,6 @@ __all__ = [
 
 GaussLike = GaussianPredictive | tuple[ArrayLike, ArrayLike]
 
-_LOG_2PI = math.log(2.0 * math.pi)
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 
 
@@ -53,7 +53,7 @@ def _point_mean(x: torch.Tensor, g: GaussInputs) -> torch.Tensor:
 def gaussian_nll(pred: GaussLike, y: ArrayLike, mask: ArrayLike | None = None) -> torch.Tensor:
     """Mean negative log density of ``y`` under the mixture (nats, summed over Dy), ``[...]``."""
     g = gauss_inputs(pred, y, mask)
-    comp = (-0.5 * (_LOG_2PI + g.variance.log() + (g.y - g.mean) ** 2 / g.variance)).sum(-1)
+    comp = gaussian_log_density(g.y, g.mean, g.variance).sum(-1)
     lp = torch.logsumexp(comp, dim=0) - math.log(g.n_samples)
     return weighted_mean(-lp, g.mask)
 

@@ -19,12 +19,12 @@ import torch
 
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta.gaussian import LOG_2PI
 from bayesmeta.predictive import GaussianPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
 __all__ = ["Sinusoid", "SinusoidParams", "LinearGaussian"]
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
@@ -396,7 +396,7 @@ class LinearGaussian:
         yy = (y**2).sum((-1, -2))
         quad = (b * mean).sum((-1, -2))
         logdet_a = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        lml = -0.5 * (n * (_LOG_2PI + math.log(s2)) + yy / s2 - quad + logdet_a + self.feature_dim * math.log(p2))
+        lml = -0.5 * (n * (LOG_2PI + math.log(s2)) + yy / s2 - quad + logdet_a + self.feature_dim * math.log(p2))
         return lml.to(support.x.dtype)
 
     def __repr__(self) -> str:
