@@ -10,15 +10,14 @@ import torch
 
 from bayesmeta._validation import ArrayLike, as_tensor, check_mask, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta.masked import masked_mean
 
 __all__ = ["conformal_metrics"]
 
 
 def _task_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    x = x.double()
-    if mask is None:
-        return x.mean(-1)
-    return torch.where(mask, x, torch.zeros_like(x)).sum(-1) / mask.double().sum(-1)
+    """Per-task float64 mean over the query points ``[T, Q] -> [T]`` (bool rates included)."""
+    return masked_mean(x.double(), mask, dim=-1)
 
 
 def conformal_metrics(

@@ -43,6 +43,7 @@ from bayesmeta._validation import describe, option_float, option_int
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
+from bayesmeta.masked import masked_mean
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import (
     joint_forward,
@@ -52,7 +53,7 @@ from bayesmeta.models.context import (
     support_forward,
 )
 from bayesmeta.predictive import GaussianPredictive
-from bayesmeta.tasks.batch import SupportSet, TaskBatch, full_mask
+from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
 __all__ = ["ALPaCA", "ALPaCAPosterior"]
 
@@ -229,9 +230,8 @@ class ALPaCA(MetaLearner):
         mean, chol = self._condition(fs, batch.support_y, batch.support_mask)
         loc, var = self._moments(mean, chol, fq)
         nll = -gaussian_log_density(batch.query_y, loc, var).mean(-1)  # [T, Q]
-        w = full_mask(batch.query_x, batch.query_mask).to(nll.dtype)
-        loss = (nll * w).sum() / w.sum()
-        mse = ((((batch.query_y - loc) ** 2).mean(-1) * w).sum() / w.sum()).detach()
+        loss = masked_mean(nll, batch.query_mask)
+        mse = masked_mean(((batch.query_y - loc) ** 2).mean(-1), batch.query_mask).detach()
         return StepOutput(
             loss,
             {"loss": float(loss.detach()), "nll": float(loss.detach()), "mse": float(mse),

@@ -69,6 +69,7 @@ from bayesmeta.exceptions import ConfigError, InvalidValueError, NumericalError,
 # re-exported: they lived here before GP conditioning moved to the ground-floor bayesmeta.gaussian
 from bayesmeta.gaussian import CholeskyJitterWarning, gp_condition, gp_predict, robust_cholesky
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskKind, TaskPosterior
+from bayesmeta.masked import masked_mean
 from bayesmeta.models.context import context_mode, joint_forward, query_forward, support_forward
 from bayesmeta.models.kernels import DeepKernel, KernelName, make_base_kernel
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
@@ -405,9 +406,8 @@ class DKT(MetaLearner):
                 err = ((mean - batch.query_y) ** 2).mean(-1)
             else:
                 err = (mean.argmax(-1) == batch.query_y).to(mean.dtype)
-            w = torch.ones_like(err) if qmask is None else qmask.to(err.dtype)
             key = "mse" if batch.n_way is None else "accuracy"
-            metrics[key] = float((err * w).sum() / w.sum())
+            metrics[key] = float(masked_mean(err, qmask))
         return StepOutput(loss=loss, metrics=metrics)
 
     def adapt(self, support: SupportSet) -> DKTPosterior:

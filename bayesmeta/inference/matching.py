@@ -35,6 +35,7 @@ from torch import nn
 from bayesmeta._validation import describe, option_float, option_int
 from bayesmeta.exceptions import ConfigError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
+from bayesmeta.masked import masked_mean
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import (
     joint_forward,
@@ -248,9 +249,8 @@ class MatchingNet(MetaLearner):
         post = MatchingPosterior(self._support_embeddings(g, mask), batch.support_y, mask, batch.n_way)
         log_probs = self._log_probs(fq, post)  # [T, Q, C]
         nll = -log_probs.gather(-1, batch.query_y.unsqueeze(-1)).squeeze(-1)
-        w = full_mask(batch.query_x, batch.query_mask).to(nll.dtype)
-        loss = (nll * w).sum() / w.sum()
-        acc = ((log_probs.argmax(-1) == batch.query_y).to(nll.dtype) * w).sum() / w.sum()
+        loss = masked_mean(nll, batch.query_mask)
+        acc = masked_mean((log_probs.argmax(-1) == batch.query_y).to(nll.dtype), batch.query_mask)
         return StepOutput(loss, {"loss": float(loss.detach()), "accuracy": float(acc.detach())})
 
     def extra_repr(self) -> str:

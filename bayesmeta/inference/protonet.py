@@ -15,6 +15,7 @@ from torch import nn
 
 from bayesmeta.exceptions import ConfigError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
+from bayesmeta.masked import masked_mean
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import (
     context_mode,
@@ -117,7 +118,6 @@ class ProtoNet(MetaLearner):
         prototypes, _ = masked_class_mean(fs, batch.support_y, batch.n_way, batch.support_mask)
         logits = self.logits(fq, prototypes)  # [T, Q, C]
         ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten(), reduction="none")
-        w = torch.ones_like(ce) if batch.query_mask is None else batch.query_mask.flatten().to(ce.dtype)
-        loss = (ce * w).sum() / w.sum()
-        acc = ((logits.argmax(-1).flatten() == batch.query_y.flatten()).to(ce.dtype) * w).sum() / w.sum()
+        loss = masked_mean(ce.view_as(batch.query_y), batch.query_mask)
+        acc = masked_mean((logits.argmax(-1) == batch.query_y).to(ce.dtype), batch.query_mask)
         return StepOutput(loss, {"loss": float(loss.detach()), "accuracy": float(acc.detach())})

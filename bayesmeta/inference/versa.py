@@ -48,6 +48,7 @@ from bayesmeta._validation import check_positive_int, describe, option_int
 from bayesmeta.exceptions import ConfigError, InvalidValueError, ShapeError
 from bayesmeta.inference.base import MetaLearner, StepOutput, TaskPosterior
 from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
+from bayesmeta.masked import masked_mean
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.amortization import (
     ClassAmortization,
@@ -337,19 +338,14 @@ class VERSA(MetaLearner):
             # hidden query labels are not validated; give them a legal class before log_prob
             y = torch.where(batch.query_mask, y, torch.zeros_like(y))
         log_lik = pred.log_prob(y)  # [T, Q], already log-mean-exp over L
-        if batch.query_mask is None:
-            w = torch.ones_like(log_lik)
-        else:
-            w = batch.query_mask.to(log_lik.dtype)
-            log_lik = torch.where(batch.query_mask, log_lik, torch.zeros_like(log_lik))
-        loss = -(log_lik * w).sum() / w.sum()
+        loss = -masked_mean(log_lik, batch.query_mask)
         metrics = {"loss": float(loss.detach()), "nll": float(loss.detach())}
         with torch.no_grad():
             if isinstance(pred, CategoricalPredictive):
-                hit = (pred.predicted == y).to(w.dtype)
-                metrics["accuracy"] = float((hit * w).sum() / w.sum())
+                hit = (pred.predicted == y).to(log_lik.dtype)
+                metrics["accuracy"] = float(masked_mean(hit, batch.query_mask))
             else:
                 assert isinstance(pred, GaussianPredictive)
                 se = ((pred.mean - y) ** 2).mean(-1)
-                metrics["mse"] = float((se * w).sum() / w.sum())
+                metrics["mse"] = float(masked_mean(se, batch.query_mask))
         return StepOutput(loss, metrics)

@@ -31,7 +31,6 @@ __all__ = [
     "check_probs",
     "class_inputs",
     "gauss_inputs",
-    "weighted_mean",
 ]
 
 PROB_TOLERANCE = 1e-4
@@ -41,13 +40,6 @@ PROB_TOLERANCE = 1e-4
 def _check_nonempty(name: str, shape: torch.Size) -> None:
     if len(shape) == 0 or shape[-1] == 0:
         raise ShapeError(f"{name}: expected at least one point along the last batch dim, got shape {list(shape)}")
-
-
-def weighted_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``x`` ``[..., N]`` over its last dim, counting only points where ``mask`` is True."""
-    if mask is None:
-        return x.mean(-1)
-    return torch.where(mask, x, torch.zeros_like(x)).sum(-1) / mask.to(x.dtype).sum(-1)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bayesmeta.masked import masked_mean
 from bayesmeta.metrics._binning import Binning, bin_index, bin_stats, check_binning
-from bayesmeta.metrics._inputs import ArrayLike, ClassInputs, class_inputs, weighted_mean
+from bayesmeta.metrics._inputs import ArrayLike, ClassInputs, class_inputs
 from bayesmeta.predictive import CategoricalPredictive
 
 __all__ = [
@@ -49,7 +50,7 @@ def accuracy(pred: PredLike, targets: ArrayLike, mask: ArrayLike | None = None) 
     Ties between classes go to the lowest class index (``torch.max``).
     """
     x = class_inputs(pred, targets, mask)
-    return weighted_mean(_top_label(x)[1], x.mask)
+    return masked_mean(_top_label(x)[1], x.mask, dim=-1)
 
 
 def categorical_nll(pred: PredLike, targets: ArrayLike, mask: ArrayLike | None = None) -> torch.Tensor:
@@ -66,14 +67,14 @@ def categorical_nll(pred: PredLike, targets: ArrayLike, mask: ArrayLike | None =
     else:
         lp = x.probs.gather(-1, idx).squeeze(-1).log()
     eps = torch.finfo(lp.dtype).eps
-    return weighted_mean(-lp.clamp_min(float(np.log(eps))), x.mask)
+    return masked_mean(-lp.clamp_min(float(np.log(eps))), x.mask, dim=-1)
 
 
 def brier_score(pred: PredLike, targets: ArrayLike, mask: ArrayLike | None = None) -> torch.Tensor:
     """Multiclass Brier score ``sum_c (p_c - 1[y = c])^2`` averaged over points, in ``[0, 2]``."""
     x = class_inputs(pred, targets, mask)
     onehot = torch.nn.functional.one_hot(x.targets, x.probs.shape[-1]).to(x.probs.dtype)
-    return weighted_mean(((x.probs - onehot) ** 2).sum(-1), x.mask)
+    return masked_mean(((x.probs - onehot) ** 2).sum(-1), x.mask, dim=-1)
 
 
 def _calibration(

@@ -23,7 +23,8 @@ import torch
 from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import InvalidValueError
 from bayesmeta.gaussian import gaussian_log_density
-from bayesmeta.metrics._inputs import ArrayLike, GaussInputs, gauss_inputs, weighted_mean
+from bayesmeta.masked import masked_mean
+from bayesmeta.metrics._inputs import ArrayLike, GaussInputs, gauss_inputs
 from bayesmeta.predictive import GaussianPredictive
 
 __all__ = [
@@ -47,7 +48,7 @@ _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 
 def _point_mean(x: torch.Tensor, g: GaussInputs) -> torch.Tensor:
     """Average ``x`` ``[..., N, Dy]`` over Dy, then over present points: ``[...]``."""
-    return weighted_mean(x.mean(-1), g.mask)
+    return masked_mean(x.mean(-1), g.mask, dim=-1)
 
 
 def gaussian_nll(pred: GaussLike, y: ArrayLike, mask: ArrayLike | None = None) -> torch.Tensor:
@@ -55,7 +56,7 @@ def gaussian_nll(pred: GaussLike, y: ArrayLike, mask: ArrayLike | None = None) -
     g = gauss_inputs(pred, y, mask)
     comp = gaussian_log_density(g.y, g.mean, g.variance).sum(-1)
     lp = torch.logsumexp(comp, dim=0) - math.log(g.n_samples)
-    return weighted_mean(-lp, g.mask)
+    return masked_mean(-lp, g.mask, dim=-1)
 
 
 def mse(pred: GaussLike, y: ArrayLike, mask: ArrayLike | None = None) -> torch.Tensor:

@@ -11,7 +11,8 @@ import torch
 
 from bayesmeta._validation import check_finite
 from bayesmeta.exceptions import InvalidValueError
-from bayesmeta.metrics._inputs import ArrayLike, as_tensor, check_mask, weighted_mean
+from bayesmeta.masked import masked_mean
+from bayesmeta.metrics._inputs import ArrayLike, as_tensor, check_mask
 from bayesmeta.metrics._ranking import tie_groups
 from bayesmeta.metrics.uncertainty import (
     default_score,
@@ -80,7 +81,7 @@ def task_uncertainty(
     if score not in _SCORES:
         raise InvalidValueError(f"score: expected one of {sorted(_SCORES)}, got {score!r}")
     per_point = _SCORES[score](pred)
-    return weighted_mean(per_point, check_mask(mask, per_point.shape))
+    return masked_mean(per_point, check_mask(mask, per_point.shape), dim=-1)
 
 
 def shift_detection_auroc(

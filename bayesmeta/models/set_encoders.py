@@ -18,6 +18,7 @@ from torch import nn
 
 from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
+from bayesmeta.masked import masked_mean  # re-exported: the set encoders' pooling
 from bayesmeta.models.attention import MultiheadAttention
 
 __all__ = [
@@ -29,29 +30,6 @@ __all__ = [
     "masked_class_mean",
     "check_class_counts",
 ]
-
-
-def masked_mean(h: torch.Tensor, mask: torch.Tensor | None = None, dim: int = 1) -> torch.Tensor:
-    """Mean of ``h`` over the set dimension, counting only present points.
-
-    Args:
-        h: ``[T, N, D]`` per-point values (any leading/trailing dims; ``dim`` is the set axis).
-        mask: optional ``[T, N]`` bool, True where a point is present. Every task must have at
-            least one present point (``TaskBatch`` guarantees it).
-        dim: the set axis of ``h`` (the mask's last axis lines up with it).
-
-    Returns:
-        ``h`` reduced over ``dim`` (``[T, D]`` for the default layout).
-    """
-    if mask is None:
-        return h.mean(dim)
-    m = mask
-    # broadcast the [T, N] mask over the trailing feature dims of h
-    while m.dim() < h.dim():
-        m = m.unsqueeze(-1)
-    total = torch.where(m, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(dim)
-    count = m.to(h.dtype).sum(dim).clamp_min(1.0)
-    return total / count
 
 
 def check_class_counts(onehot: torch.Tensor) -> torch.Tensor:
@@ -200,7 +178,7 @@ class DeepSetEncoder(nn.Module):
         return e if self.mixer is None else self.mixer(e, mask)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        r = masked_mean(self.pointwise(h, mask), mask)
+        r = masked_mean(self.pointwise(h, mask), mask, dim=1)
         return r if self.rho is None else self.rho(r)
 
 
