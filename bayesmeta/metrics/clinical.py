@@ -46,6 +46,8 @@ __all__ = [
     "missed_positive_rate",
     "clinical_metrics",
     "aggregate_clinical",
+    "check_positive_classes",
+    "check_threshold",
 ]
 
 PredLike = CategoricalPredictive | ArrayLike
@@ -65,7 +67,8 @@ CLINICAL_METRIC_INFO: dict[str, tuple[str, str]] = {
 }
 
 
-def _positive_set(positive: Positive, n_classes: int) -> list[int]:
+def check_positive_classes(positive: Positive, n_classes: int) -> list[int]:
+    """The positive class indices ``positive`` names, checked against ``n_classes``; InvalidValueError if bad."""
     ids = [positive] if isinstance(positive, int) and not isinstance(positive, bool) else list(positive)  # type: ignore[arg-type]
     if not ids or any(isinstance(c, bool) or not isinstance(c, int) for c in ids):
         raise InvalidValueError(f"positive: expected a class index or a list of class indices, got {positive!r}")
@@ -76,7 +79,8 @@ def _positive_set(positive: Positive, n_classes: int) -> list[int]:
     return ids
 
 
-def _threshold(threshold: float) -> float:
+def check_threshold(threshold: float) -> float:
+    """``threshold`` as a float if it is a probability in ``[0, 1]``, else InvalidValueError."""
     ok = isinstance(threshold, int | float) and not isinstance(threshold, bool) and 0.0 <= threshold <= 1.0
     if not ok:
         raise InvalidValueError(f"threshold: expected a probability in [0, 1], got {threshold!r}")
@@ -85,7 +89,7 @@ def _threshold(threshold: float) -> float:
 
 def positive_score(x: ClassInputs, positive: Positive) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive score (summed probability of the positive classes) and 0/1 truth, each ``[..., N]``."""
-    ids = _positive_set(positive, x.probs.shape[-1])
+    ids = check_positive_classes(positive, x.probs.shape[-1])
     idx = torch.tensor(ids, device=x.probs.device)
     score = x.probs.index_select(-1, idx).sum(-1)
     truth = torch.isin(x.targets, idx)
@@ -123,7 +127,7 @@ def confusion_counts(
     """TP / FP / TN / FN per task of the call "positive score >= ``threshold``"."""
     x = class_inputs(pred, targets, mask)
     score, truth = positive_score(x, positive)
-    call = score >= _threshold(threshold)
+    call = score >= check_threshold(threshold)
     present = torch.ones_like(truth) if x.mask is None else x.mask
 
     def count(sel: torch.Tensor) -> torch.Tensor:

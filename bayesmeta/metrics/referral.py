@@ -35,7 +35,12 @@ import torch
 from bayesmeta.exceptions import InvalidValueError
 from bayesmeta.metrics._inputs import ArrayLike, class_inputs
 from bayesmeta.metrics.aggregation import MeanCI
-from bayesmeta.metrics.clinical import Positive, _positive_set, _threshold, aggregate_clinical
+from bayesmeta.metrics.clinical import (
+    Positive,
+    aggregate_clinical,
+    check_positive_classes,
+    check_threshold,
+)
 from bayesmeta.metrics.selective import selective_inputs
 from bayesmeta.metrics.uncertainty import default_score, warn_if_constant
 from bayesmeta.predictive import CategoricalPredictive
@@ -78,7 +83,7 @@ def _points(
 ) -> _Points:  # fmt: skip
     x = class_inputs(pred, targets, mask)
     unc, loss, m = selective_inputs(pred, targets, score, mask)
-    ids = torch.tensor(_positive_set(positive, x.probs.shape[-1]), device=x.probs.device)
+    ids = torch.tensor(check_positive_classes(positive, x.probs.shape[-1]), device=x.probs.device)
     p_pos = x.probs.index_select(-1, ids).sum(-1)
     present = torch.ones_like(loss, dtype=torch.bool) if m is None else m
     return _Points(
@@ -223,7 +228,7 @@ def fit_referral_rule(
     score = default_score(pred) if score is None else score
     if not isinstance(score, str):
         raise InvalidValueError(f"score: expected a score name, got {type(score).__name__} (a rule must be re-applicable)")
-    threshold = _threshold(threshold)
+    threshold = check_threshold(threshold)
     pts = _points(pred, targets, mask, score, positive, threshold)
     m = pts.mask.reshape(-1)
     s = pts.score.reshape(-1)[m]
