@@ -128,3 +128,13 @@ def test_cli_study(tmp_path, capsys):
     assert "study report written to" in capsys.readouterr().out
     assert main(["study", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_method_configured_for_another_n_way_is_listed_not_evaluated(tmp_path):
+    """DKT's n_way option fixes its classes like a MAML head does: a 5-way dataset is skipped with the reason."""
+    methods = {"dkt": {"method": {"name": "dkt", "n_way": 2}, "model": _TINY}}
+    res = run_study(_study(methods=methods), tmp_path / "s", progress=False)
+    by = {(r.method, r.dataset): r for r in res.results}
+    assert by[("dkt", "pneumoniamnist")].skipped is None
+    reason = by[("dkt", "retinamnist")].skipped
+    assert reason and "method.n_way = 2" in reason and "5-way" in reason

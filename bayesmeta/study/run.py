@@ -151,12 +151,23 @@ def _backbone(resolved: dict[str, Any]) -> Any:
     return build_model(resolved) if resolved.get("model") else None
 
 
-def _skip_reason(backbone: Any, n_way: int, method: str) -> str | None:
+def _skip_reason(backbone: Any, n_way: int, method: str, method_cfg: dict[str, Any]) -> str | None:
+    """Why ``method`` cannot be evaluated on ``n_way``-way episodes, or None if it can.
+
+    Two things fix a learner's number of classes: an output head of the backbone (MAML family)
+    and an ``n_way`` option of the method (DKT's one-vs-rest GPs); either must match the dataset.
+    """
     head = getattr(backbone, "out_features", None)
     if head is not None and head != n_way:
         return (
             f"{method} has a {head}-way output head but the dataset's episodes are {n_way}-way; "
             f"add a method entry with meta_train: {{n_way: {n_way}}} to evaluate it"
+        )
+    configured = method_cfg.get("n_way")
+    if configured is not None and configured != n_way:
+        return (
+            f"{method} is configured with method.n_way = {configured} but the dataset's episodes are "
+            f"{n_way}-way; leave n_way out (taken from each episode) or add a method entry for {n_way}-way"
         )
     return None
 
@@ -299,7 +310,7 @@ def run_study(
                         check_backbone_input(test_src.support, backbone)
                     except ShapeError as e:
                         raise ConfigError(f"datasets.{d} with methods.{label}: {e}") from None
-                skips[d] = _skip_reason(backbone, test_src.n_way, label)
+                skips[d] = _skip_reason(backbone, test_src.n_way, label, resolved["method"])
             plans.append((fold, label, resolved, skips))
 
     out_dir = Path(out)
