@@ -1,10 +1,10 @@
-# Two entry points (see README.md): `make demo` and `make test`.
+# Two entry points (see README.md): `make demo` and `make test`; `make docs` builds the site.
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-all lint bench clean mutation
+.PHONY: venv demo test test-slow test-all lint bench clean mutation docs
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH"; exit 1; }
@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, from the pinned CPU wheel, so nothing below can pull a CUDA build.
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# dev: the test suite; docs: mkdocs, which the site's tests (tests/docs) build with.
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,docs]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -41,8 +42,13 @@ mutation: $(STAMP)
 	$(BIN)/mutmut run --max-children 2 $(MUTANTS)
 	$(BIN)/mutmut results
 
+# The documentation site (mkdocs.yml), into site/: strict, so a broken link or reference, a page
+# missing from the nav or a docstring that does not parse fails it. Open site/index.html.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check bayesmeta tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build site *.egg-info

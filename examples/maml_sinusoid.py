@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from bayesmeta import MAML, MLP, MetaTrainer, Sinusoid, TaskBatch, evaluate, fixed_episodes
+from bayesmeta.report.figures import plot_regression_task
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,16 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     grid = torch.linspace(-5, 5, 200).reshape(1, -1, 1)
     with torch.no_grad():
         pred = learner.predict(learner.adapt(task.support), grid)
-        lo, hi = pred.interval(0.9)
     fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot()
-    x = grid[0, :, 0]
-    ax.plot(x, params(grid)[0, :, 0], "k--", label="true function")
-    ax.plot(x, pred.mean[0, :, 0], label="MAML predictive mean")
-    ax.fill_between(x, lo[0, :, 0], hi[0, :, 0], alpha=0.3, label="90% interval")
-    ax.scatter(task.support_x[0, :, 0], task.support_y[0, :, 0], c="r", zorder=3, label="5 support points")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    plot_regression_task(ax, grid, pred, truth=params(grid), support=(task.support_x, task.support_y),
+                         label="MAML predictive mean")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)

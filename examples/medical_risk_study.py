@@ -43,13 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     torch.manual_seed(0)
+    # --8<-- [start:train]
     learner = ProtoNet(Conv4(in_channels=1, norm="group", hidden=16 if args.smoke else 64))
     train = ClinicalSampler(mednist("train"), k_shot=5, n_query=10, class_identity="random", n_way=2)
     MetaTrainer(
         learner, train, steps=3 if args.smoke else 100_000, meta_batch_size=8, seed=0,
         max_minutes=None if args.smoke else args.minutes, progress=not args.smoke,
     ).fit()  # fmt: skip
+    # --8<-- [end:train]
 
+    # --8<-- [start:episodes]
     # clinical episodes: support from the train split, queries from val (fitting) / test (scoring)
     support = medmnist("pneumoniamnist", "train")
     design = {"k_shot": 5, "n_query": 10, "prevalence": "natural"}
@@ -60,18 +63,23 @@ def main(argv: list[str] | None = None) -> None:
     val = evaluate(learner, val_eps, method="protonet", progress=False)
     pred, y = CategoricalPredictive(logits=res.predictions["sample_log_probs"]), res.predictions["targets"]
     pred_val, y_val = CategoricalPredictive(logits=val.predictions["sample_log_probs"]), val.predictions["targets"]
+    # --8<-- [end:episodes]
     print(res.table())
 
+    # --8<-- [start:clinical]
     clinical = aggregate_clinical(clinical_metrics(pred, y, positive=1, target_specificity=0.9))
     for name, ci in clinical.items():
         print(f"{name:28s} {ci.mean:.3f}  95% CI [{ci.low:.3f}, {ci.high:.3f}]  ({ci.n} episodes)")
+    # --8<-- [end:clinical]
 
+    # --8<-- [start:referral]
     rule = fit_referral_rule(pred_val, y_val, objective="accuracy", target_accuracy=0.9, positive=1)
     outcome = rule.evaluate(pred, y)
     print(f"referral rule: refer when {rule.score} > {rule.tau:.4g} (fitted on validation episodes)")
     for name in ("referral_rate", "retained_accuracy", "retained_sensitivity"):
         ci = outcome.summary.get(name)
         print(f"  test {name:22s} " + ("undefined (every case referred)" if ci is None else f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]"))
+    # --8<-- [end:referral]
 
     rc = risk_coverage_curve(pred, y, rule.score)
     dc = decision_curve(pred, y, positive=1)

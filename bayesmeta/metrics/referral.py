@@ -216,8 +216,8 @@ def fit_referral_rule(
             ``false_alarm``, ``referral``: cost per case of each outcome; a correct retained
             call costs 0).
         score: uncertainty score name; default :func:`default_score` (entropy).
-        positive, threshold: positive class(es) and the probability at which a retained case is
-            called positive (sensitivity and costs).
+        positive: positive class(es) (sensitivity and costs).
+        threshold: the probability at which a retained case is called positive.
 
     Returns:
         The fitted :class:`ReferralRule`. With ``"accuracy"``, if no threshold reaches the

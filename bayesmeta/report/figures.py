@@ -14,11 +14,15 @@ import textwrap
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from bayesmeta.exceptions import ShapeError
 from bayesmeta.metrics.classification import ReliabilityDiagram
 from bayesmeta.metrics.selective import RiskCoverage
 from bayesmeta.metrics.task_metrics import METRIC_INFO
+from bayesmeta.predictive import GaussianPredictive
 
 __all__ = [
     "to_png",
@@ -27,6 +31,7 @@ __all__ = [
     "coverage_figure",
     "risk_coverage_figure",
     "per_task_figure",
+    "plot_regression_task",
 ]
 
 _DPI = 100
@@ -173,3 +178,43 @@ def per_task_figure(metric_values: dict[str, Sequence[tuple[str, np.ndarray]]]) 
         ax.set_ylabel(f"{name} per task")
         ax.set_title(info.description if info else name, fontsize=9)
     return fig
+
+
+def plot_regression_task(
+    ax: Axes,
+    x: torch.Tensor,
+    predictive: GaussianPredictive,
+    *,
+    task: int = 0,
+    level: float = 0.9,
+    truth: torch.Tensor | None = None,
+    support: tuple[torch.Tensor, torch.Tensor] | None = None,
+    label: str = "predictive mean",
+) -> None:
+    """Draw one 1-d regression task: the predictive mean, its central ``level`` band, and
+    optionally the true function and the support points.
+
+    Args:
+        ax: matplotlib axes to draw on.
+        x: ``[T, N, 1]`` inputs at which ``predictive`` was computed (e.g. a sorted grid).
+        predictive: ``[M, T, N, 1]`` Gaussian predictive at ``x``.
+        task: which of the T tasks to draw.
+        level: central probability of the band (``predictive.interval(level)``).
+        truth: optional ``[T, N, 1]`` true function values at ``x`` (dashed).
+        support: optional ``(support_x, support_y)``, each ``[T, S, 1]`` (red points).
+        label: legend label of the mean.
+    """
+    if x.dim() != 3 or x.shape[-1] != 1 or tuple(predictive.mean.shape) != tuple(x.shape):
+        raise ShapeError(f"x: expected [T, N, 1] matching the predictive's mean {list(predictive.mean.shape)}, got {list(x.shape)}")
+    lo, hi = predictive.interval(level)
+    grid = x[task, :, 0].detach().cpu()
+    if truth is not None:
+        ax.plot(grid, truth[task, :, 0].detach().cpu(), "k--", lw=1, label="true function")
+    ax.plot(grid, predictive.mean[task, :, 0].detach().cpu(), label=label)
+    ax.fill_between(grid, lo[task, :, 0].detach().cpu(), hi[task, :, 0].detach().cpu(), alpha=0.3,
+                    label=f"{100 * level:g}% interval")
+    if support is not None:
+        sx, sy = support
+        ax.scatter(sx[task, :, 0].detach().cpu(), sy[task, :, 0].detach().cpu(), c="r", s=14, zorder=3,
+                   label=f"{sx.shape[1]} support points")
+    ax.set(xlabel="x", ylabel="y")

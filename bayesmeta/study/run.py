@@ -265,7 +265,8 @@ def run_study(
         config: a study dict or YAML path (see :mod:`bayesmeta.study.config`).
         out: the output folder (created; existing run directories are resumed).
         steps: override ``training.steps`` of every method (e.g. a smoke run).
-        n_episodes, val_episodes: override the evaluation's test / validation episode counts.
+        n_episodes: override the evaluation's test episode count.
+        val_episodes: override the evaluation's validation episode count.
         progress: tqdm bars.
         report: write ``OUT/report/report.html`` (and ``report.json``) when evaluating.
         methods: train (and evaluate) only these method labels; default all.

@@ -213,7 +213,8 @@ def npz_dataset(
         split: ``"train"``, ``"val"`` or ``"test"``.
         class_names: names of the C classes; default the file's ``class_names`` array, else
             ``"0" .. "C-1"`` with C one more than the largest label over all splits.
-        channels, size: optional conversion (see :func:`conform`).
+        channels: optional conversion (see :func:`conform`).
+        size: optional conversion (see :func:`conform`).
 
     Raises:
         DataError: a missing file or key, or a class without examples in this split.
@@ -262,8 +263,10 @@ def medmnist(
         name: a bundled dataset (see :data:`MEDMNIST_BUNDLED`); None when ``path`` is given.
         split: ``"train"``, ``"val"`` or ``"test"`` (the official MedMNIST splits).
         path: a MedMNIST-format ``.npz`` to read instead (see :func:`npz_dataset`).
-        channels, size: optional conversion (see :func:`conform`); by default images keep their
-            channels (1 grey, 3 RGB) and 28x28 size.
+        channels: optional conversion (see :func:`conform`); by default images keep their
+            channels (1 grey, 3 RGB).
+        size: optional conversion (see :func:`conform`); by default images keep their 28x28
+            size.
 
     Returns:
         A :class:`LabelledDataset` of float32 ``[N, C, 28, 28]`` images in [0, 1].
@@ -290,7 +293,8 @@ def mednist(split: str = "train", *, channels: Channels | None = None, size: int
 
     Args:
         split: ``"train"`` (8,400 images), ``"val"`` (1,200) or ``"test"`` (2,400).
-        channels, size: optional conversion (see :func:`conform`).
+        channels: optional conversion (see :func:`conform`).
+        size: optional conversion (see :func:`conform`).
     """
     _check_split(split)
     where = f"mednist/{split}"

@@ -57,9 +57,11 @@ class FewShotSampler:
             classes, rotating on the fly instead of materializing 4x the images. Sampling from a
             dataset ``d`` with this flag gives the same episodes, seed for seed, as sampling from
             ``d.with_rotations()`` without it.
-        class_identity, prevalence, query, classes: clinical episode designs (fixed class
-            identity, a given or natural query prevalence, queries from another split); any of
-            them set to a non-default value makes this sampler draw its episodes through
+        class_identity: clinical episode design: fixed class identity (see ``classes``).
+        prevalence: clinical episode design: a given or natural query prevalence.
+        query: clinical episode design: queries from another split.
+        classes: clinical episode design. Any of ``class_identity``, ``prevalence``, ``query``
+            and ``classes`` set to a non-default value makes this sampler draw its episodes through
             :class:`~bayesmeta.tasks.ClinicalSampler` (see there), where ``n_query`` is per class
             when balanced and ``n_way * n_query`` in total otherwise.
 
