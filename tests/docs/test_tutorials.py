@@ -50,3 +50,24 @@ def test_tutorial_runs_with_smoke(name: str, tmp_path: Path, monkeypatch: pytest
     runpy.run_path(str(script), run_name="__main__")
     for fig in figures_of(PAGES / f"{name}.md"):
         assert (out / fig).is_file() and (out / fig).stat().st_size > 100, f"{name}.py did not write {fig}"
+
+
+def test_contract_runner_of_the_custom_learner_tutorial_catches_a_broken_learner() -> None:
+    """The tutorial's run of the contract suite can fail: a learner whose ``adapt`` changes a
+    meta-parameter (not pure) is caught."""
+    import torch
+
+    from bayesmeta import MLP
+
+    tutorial = runpy.run_path(str(SCRIPTS / "custom_learner.py"))  # defines, does not run main()
+    kernel_regression = tutorial["KernelRegression"]
+
+    class Impure(kernel_regression):  # type: ignore[misc, valid-type]
+        def adapt(self, support):  # type: ignore[no-untyped-def]
+            with torch.no_grad():
+                self.log_noise.add_(0.1)
+            return super().adapt(support)
+
+    assert len(tutorial["run_contract_suite"](lambda: kernel_regression(MLP(1, 8, hidden=(8,))))) >= 6
+    with pytest.raises(AssertionError, match="log_noise"):
+        tutorial["run_contract_suite"](lambda: Impure(MLP(1, 8, hidden=(8,))))
