@@ -120,3 +120,14 @@ def test_ci_and_make_build_the_site_strictly() -> None:
     assert re.search(r"^docs:.*\n\t\$\(BIN\)/mkdocs build --strict$", make, re.M)
     # `make test` (README's command, CI's first step) installs the docs extra these tests need
     assert '-e ".[dev,docs]"' in make
+
+
+def test_every_public_module_has_an_api_page() -> None:
+    """A new subpackage or public module must get a ``::: bayesmeta.NAME`` block in docs/api/."""
+    package = ROOT / "bayesmeta"
+    public = {p.stem for p in package.glob("*.py") if not p.name.startswith("_")}
+    public |= {p.parent.name for p in package.glob("*/__init__.py") if not p.parent.name.startswith("_")}
+    public -= {"cli", "demo"}  # the command line: documented in docs/overview.md, not an API
+    documented = set(re.findall(r"^::: bayesmeta\.(\w+)", "\n".join(
+        p.read_text(encoding="utf-8") for p in (DOCS / "api").glob("*.md")), flags=re.M))
+    assert sorted(public - documented) == []
