@@ -69,11 +69,13 @@ def results_table(runs: list[Path]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200, help="meta-steps per method")
-    ap.add_argument("--runs", type=Path, default=Path("runs/tutorials/calibration"), help="run directories go here")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="run directories go here (default: runs/tutorials/calibration; with --smoke a temporary folder)")
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="where the figures go (default: docs/assets/tutorials; with --smoke a temporary folder)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
     args = ap.parse_args(argv)
+    args.runs = args.runs or (Path(tempfile.mkdtemp(prefix="bayesmeta-smoke-")) if args.smoke else Path("runs/tutorials/calibration"))
     args.out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bayesmeta-smoke-")) if args.smoke else FIGURES)
     sizes = {"steps": 2, "val": 10, "test": 10, "hidden": 8} if args.smoke else {"steps": args.steps, "val": 100, "test": 300, "hidden": 32}
     quiet = ["--no-progress"] if args.smoke else []

@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -50,10 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nproc", type=int, default=2, help="processes of the distributed run")
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--runs", type=Path, default=Path("runs/tutorials/distributed"), help="run directories go here")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="run directories go here (default: runs/tutorials/distributed; with --smoke a temporary folder)")
     ap.add_argument("--smoke", action="store_true", help="two steps, seconds (CI)")
     ap.add_argument("--out-dir", type=Path, default=None, help="unused (no figure); accepted like the other tutorials")
     args = ap.parse_args(argv)
+    args.runs = args.runs or (Path(tempfile.mkdtemp(prefix="bayesmeta-smoke-")) if args.smoke else Path("runs/tutorials/distributed"))
     steps = 2 if args.smoke else args.steps
     args.runs.mkdir(parents=True, exist_ok=True)
     config = args.runs / "maml_sinusoid.yaml"

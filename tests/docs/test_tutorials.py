@@ -43,7 +43,7 @@ def test_pages_and_scripts_pair_up() -> None:
 
 @pytest.mark.parametrize("name", TUTORIALS)
 def test_tutorial_runs_with_smoke(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # run directories (runs/...) land here
+    monkeypatch.chdir(tmp_path)  # anything a script writes relative to the working directory lands here
     out = tmp_path / "figures"
     script = SCRIPTS / f"{name}.py"
     monkeypatch.setattr(sys, "argv", [str(script), "--smoke", "--out-dir", str(out)])
