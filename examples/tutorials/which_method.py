@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     fig_b.suptitle(f"5-shot sinusoid, {steps} meta-steps each (test scores on {n_test} tasks)", fontsize=10)
     fig_b.savefig(args.out_dir / "bands_per_method.png", dpi=80)
     fig_p.savefig(args.out_dir / "prior_samples.png", dpi=80)
+    rows = ["| method | MSE | NLL | 90% coverage | PIT error |", "|---|---|---|---|---|"]
+    rows += [f"| {name} | {s['mse']:.3f} | {s['nll']:.2f} | {s['coverage_90']:.2f} | {s['pit_error']:.3f} |" for name, s in scores.items()]
+    (args.out_dir / "which_method.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
     print(json.dumps({"steps": steps, "test_tasks": n_test, "scores": scores}))
 
 
