@@ -42,8 +42,9 @@ FIGURES = Path(__file__).resolve().parents[2] / "docs" / "assets" / "tutorials"
 
 # --8<-- [start:learners]
 # One factory per method; every one adapts to a task's support set and returns a predictive.
-LEARNERS: dict[str, tuple[Callable[[], MetaLearner], int]] = {  # name -> (factory, tasks per meta-batch)
-    "MAML": (lambda: MAML(MLP(1, 1, hidden=(40, 40)), inner_lr=0.01, test_inner_steps=10, task_kind="regression"), 25),
+LEARNERS: dict[str, tuple[Callable[[], MetaLearner], int]] = {  # name -> (factory, tasks per step)
+    "MAML": (lambda: MAML(MLP(1, 1, hidden=(40, 40)), inner_lr=0.01, test_inner_steps=10,
+                          task_kind="regression"), 25),
     "BMAML": (lambda: BMAML(MLP(1, 1, hidden=(40, 40)), n_particles=5, task_kind="regression"), 25),
     "PLATIPUS": (lambda: PLATIPUS(MLP(1, 1, hidden=(40, 40)), n_samples=5, task_kind="regression"), 25),
     "ALPaCA": (lambda: ALPaCA(MLP(1, None, hidden=(64, 64, 32)), feature_dim=32), 25),
