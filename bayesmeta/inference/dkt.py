@@ -56,9 +56,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import gpytorch
 import numpy as np
 import torch
 from torch import nn
@@ -74,6 +73,9 @@ from bayesmeta.models.context import context_mode, joint_forward, query_forward,
 from bayesmeta.models.kernels import DeepKernel, KernelName, make_base_kernel
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
+
+if TYPE_CHECKING:
+    import gpytorch
 
 __all__ = [
     "DKT",
@@ -234,6 +236,8 @@ class DKT(MetaLearner):
         self.kernel_name = kernel
         self.feature_dim = int(fdim)
         self.deep_kernel = DeepKernel(backbone, make_base_kernel(kernel, self.feature_dim, n_mixtures, ard))
+        import gpytorch  # here, not at module level: `import bayesmeta` must not load GPyTorch
+
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(min_noise)
         )

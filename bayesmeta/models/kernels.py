@@ -22,9 +22,8 @@ reproducibility, as for ``nn.Linear``).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import gpytorch
 import torch
 from torch import nn
 
@@ -32,6 +31,9 @@ from bayesmeta._validation import check_positive_int, describe
 from bayesmeta.exceptions import ConfigError, ShapeError
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.context import context_mode
+
+if TYPE_CHECKING:
+    import gpytorch
 
 __all__ = ["KernelName", "DeepKernel", "make_base_kernel"]
 
@@ -68,6 +70,8 @@ def make_base_kernel(
         check_positive_int("n_mixtures", n_mixtures)
     except ValueError as err:  # re-raise as a config problem: these come from constructor options
         raise ConfigError(str(err)) from err
+    import gpytorch  # imported on use: `import bayesmeta` must not load GPyTorch
+
     ls0 = math.sqrt(feature_dim)
     if kind == "rbf":
         base = gpytorch.kernels.RBFKernel(ard_num_dims=feature_dim if ard else None)
@@ -99,6 +103,8 @@ class DeepKernel(nn.Module):
     """
 
     def __init__(self, feature_extractor: nn.Module, base_kernel: gpytorch.kernels.Kernel) -> None:
+        import gpytorch
+
         super().__init__()
         if not isinstance(base_kernel, gpytorch.kernels.Kernel):
             raise ConfigError(f"base_kernel: expected a gpytorch Kernel, got {type(base_kernel).__name__}")

@@ -8,16 +8,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from bayesmeta.metrics.classification import reliability_diagram
 from bayesmeta.metrics.regression import pit_histogram
-from bayesmeta.report.figures import per_task_figure, pit_figure, reliability_figure, to_png
+from bayesmeta.report.figures import (
+    new_figure,
+    per_task_figure,
+    pit_figure,
+    reliability_figure,
+    to_png,
+)
 from bayesmeta.report.html import FigureBlock
 from bayesmeta.report.loading import RunResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["calibration_figures", "calibration_payload", "conformal_figure"]
 
@@ -65,7 +73,7 @@ def conformal_figure(rows: list[tuple[str, dict[str, Any], float]], size_key: st
         rows: ``(label, calibrated metrics summary, alpha)`` per run.
         size_key: ``"conformal_set_size"`` or ``"conformal_width"``.
     """
-    fig = Figure(figsize=(4.0 + 1.6 * len(rows), 4.0), layout="constrained")
+    fig = new_figure(figsize=(4.0 + 1.6 * len(rows), 4.0), layout="constrained")
     ax_cov, ax_size = fig.subplots(1, 2)
     x = np.arange(len(rows))
     for ax, key, ylabel in (

@@ -12,11 +12,10 @@ import io
 import math
 import textwrap
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from bayesmeta.exceptions import ShapeError
 from bayesmeta.metrics.classification import ReliabilityDiagram
@@ -24,7 +23,12 @@ from bayesmeta.metrics.selective import RiskCoverage
 from bayesmeta.metrics.task_metrics import METRIC_INFO
 from bayesmeta.predictive import GaussianPredictive
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 __all__ = [
+    "new_figure",
     "to_png",
     "reliability_figure",
     "pit_figure",
@@ -53,7 +57,7 @@ def to_png(fig: Figure) -> bytes:
 def _grid(n: int, width: float = 4.2, height: float = 3.8, max_cols: int = 3) -> tuple[Figure, list]:
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    fig = new_figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -118,7 +122,7 @@ def pit_figure(histograms: Sequence[tuple[str, np.ndarray]], max_cols: int = 3) 
 
 def coverage_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> Figure:
     """Empirical vs nominal central-interval coverage, one line per method, with the diagonal."""
-    fig = Figure(figsize=(4.8, 4.4), layout="constrained")
+    fig = new_figure(figsize=(4.8, 4.4), layout="constrained")
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.3", linewidth=1.0, label="nominal")
     for i, (label, levels, cov) in enumerate(curves):
@@ -134,7 +138,7 @@ def coverage_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> Fig
 
 def risk_coverage_figure(curves: Sequence[tuple[str, RiskCoverage]], risk_label: str) -> Figure:
     """Risk–coverage curves of all methods on one axes; dotted: each method's random-referral level."""
-    fig = Figure(figsize=(6.0, 4.4), layout="constrained")
+    fig = new_figure(figsize=(6.0, 4.4), layout="constrained")
     ax = fig.subplots()
     for i, (label, rc) in enumerate(curves):
         cov, risk = rc.coverage.numpy(), rc.risk.numpy()
@@ -218,3 +222,11 @@ def plot_regression_task(
         ax.scatter(sx[task, :, 0].detach().cpu(), sy[task, :, 0].detach().cpu(), c="r", s=14, zorder=3,
                    label=f"{sx.shape[1]} support points")
     ax.set(xlabel="x", ylabel="y")
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A bare ``matplotlib.figure.Figure(**kwargs)``; matplotlib is imported on first use, so that
+    importing bayesmeta (or this module) does not load it."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)

@@ -14,13 +14,11 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from bayesmeta.io import atomic_write_text
 from bayesmeta.metrics import MeanCI, reliability_diagram, risk_coverage_curve
-from bayesmeta.report.figures import reliability_figure, to_png
+from bayesmeta.report.figures import new_figure, reliability_figure, to_png
 from bayesmeta.report.html import FigureBlock, Section, render_html
 
 __all__ = ["TABLE_COLUMNS", "write_study_report", "referral_figure", "decision_figure"]
@@ -43,6 +41,9 @@ TABLE_COLUMNS: tuple[tuple[str, str, str, float], ...] = (
     ("referral", "referral_rate", "referral rate (%)", 100.0),
     ("referral", "retained_sensitivity", "retained sensitivity", 1.0),
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _cell(ci: MeanCI | None, scale: float) -> str:
@@ -84,7 +85,7 @@ def referral_figure(curves: Sequence[tuple[str, Any, tuple[float, float] | None]
             the test episodes or None)``.
         target: the rule's target accuracy (dashed line), if it has one.
     """
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    fig = new_figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.subplots()
     for i, (label, rc, point) in enumerate(curves):
         color = f"C{i}"
@@ -104,7 +105,7 @@ def referral_figure(curves: Sequence[tuple[str, Any, tuple[float, float] | None]
 
 def decision_figure(curves: Sequence[tuple[str, Any]]) -> Figure:
     """Net benefit against threshold probability, with treat-all and treat-none references."""
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    fig = new_figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.subplots()
     lo = 0.0
     for i, (label, c) in enumerate(curves):

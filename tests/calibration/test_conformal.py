@@ -286,7 +286,10 @@ def test_raps_scores_by_hand() -> None:
 
 
 # ----------------------------------------------------------------------------- peer: MAPIE
-mapie = pytest.importorskip("mapie", reason="MAPIE is the dev-extra peer for conformal prediction")
+@pytest.fixture
+def mapie():
+    """The peer, imported when a test needs it (importing sklearn at collection costs ~1.5 s)."""
+    return pytest.importorskip("mapie", reason="MAPIE is the dev-extra peer for conformal prediction")
 
 
 def _probs_estimator(c: int):
@@ -317,7 +320,7 @@ def _mapie_data(seed: int, n: int = 600, c: int = 5):
     return p, y
 
 
-def test_lac_sets_match_mapie() -> None:
+def test_lac_sets_match_mapie(mapie) -> None:
     from mapie.classification import SplitConformalClassifier
 
     p, y = _mapie_data(0)
@@ -329,7 +332,7 @@ def test_lac_sets_match_mapie() -> None:
     np.testing.assert_array_equal(ours, ref[:, :, 0])
 
 
-def test_aps_scores_match_mapie() -> None:
+def test_aps_scores_match_mapie(mapie) -> None:
     from mapie.classification import SplitConformalClassifier
 
     p, y = _mapie_data(1)
@@ -344,7 +347,7 @@ def test_aps_scores_match_mapie() -> None:
     np.testing.assert_allclose(ours.numpy(), ref, rtol=0, atol=1e-12)
 
 
-def test_absolute_intervals_match_mapie() -> None:
+def test_absolute_intervals_match_mapie(mapie) -> None:
     from mapie.regression import SplitConformalRegressor
     from sklearn.base import BaseEstimator, RegressorMixin
 

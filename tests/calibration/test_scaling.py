@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from scipy.optimize import minimize_scalar
 
 from bayesmeta.calibration import TemperatureScaling, VarianceScaling
 from bayesmeta.exceptions import InvalidValueError, ShapeError
@@ -38,6 +37,7 @@ def test_variance_scaling_recovers_the_scale_and_improves_nll() -> None:
 
 
 def test_variance_scaling_matches_scipy_for_a_mixture() -> None:
+    from scipy.optimize import minimize_scalar
     g = torch.Generator().manual_seed(1)
     val, y = _overconfident(100, g, members=3)
     mask = torch.rand(4, 100, generator=g) < 0.8

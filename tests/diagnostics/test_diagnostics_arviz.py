@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 from bayesmeta.diagnostics import (
     load_inference_data,
@@ -76,6 +75,7 @@ def test_summary_and_loo_work_and_agree_with_hand_computation() -> None:
 
 
 def test_plot_ppc_draws_on_given_axes() -> None:
+    from matplotlib.figure import Figure
     pred, y = _gaussian()
     idata = to_inference_data(pred, y)
     ax = Figure().subplots()

@@ -7,7 +7,6 @@ import inspect
 import math
 import warnings
 
-import gpytorch
 import pytest
 import torch
 from torch import nn
@@ -56,6 +55,7 @@ def _cls_batch(t: int = 3, n_way: int = 4, shot: int = 2, q_per: int = 3, dim: i
 
 
 def _learner(kernel: str = "rbf", in_features: int = 1, seed: int = 0, **kw: object) -> DKT:
+    import gpytorch
     torch.manual_seed(seed)
     dkt = DKT(MLP(in_features, 1, hidden=(16, 8)), kernel=kernel, **kw).double()  # type: ignore[arg-type]
     # move hyperparameters away from their initial values so the formulas are exercised generally
@@ -91,6 +91,7 @@ def _hand_kernel(dkt: DKT, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
 
 def _hand_gp(dkt: DKT, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Exact GP predictive and log marginal for ONE task via an explicit Cholesky solve."""
+    import gpytorch
     zs, zq = dkt.backbone.features(xs), dkt.backbone.features(xq)
     c = dkt.mean_module.constant if isinstance(dkt.mean_module, gpytorch.means.ConstantMean) else 0.0
     noise = dkt.likelihood.noise.reshape(())
@@ -156,6 +157,7 @@ def test_meta_loss_is_negative_mean_closed_form_mll_per_point(kernel: str) -> No
 
 def test_matches_gpytorch_exact_gp_for_one_task() -> None:
     """A second, independent reference: GPyTorch's own ExactGP with the same hyperparameters."""
+    import gpytorch
     dkt = _learner("rbf")
     batch = _sine_batch(t=1)
     zs = dkt.backbone.features(batch.support_x[0]).detach()

@@ -5,12 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVGD, RBFSteinKernel
-from pyro.optim import Adam
 
 from bayesmeta.exceptions import BayesMetaError, InvalidValueError, ShapeError
 from bayesmeta.inference.svgd import (
@@ -136,6 +132,10 @@ def test_normalized_direction_has_the_same_fixed_point() -> None:
 
 def test_agrees_with_pyro_svgd() -> None:
     """Same target, particles, initialization, optimizer (Adam) and number of steps."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import SVGD, RBFSteinKernel
+    from pyro.optim import Adam
     n, steps, lr = 100, 500, 0.1
 
     def model() -> None:
@@ -167,25 +167,29 @@ def test_agrees_with_pyro_svgd() -> None:
     assert ((torch.cov(ours.T) - torch.cov(theirs.T)).abs() < _cov_tol(n)).all()
 
 
-class _FixedRBF(RBFSteinKernel):
+def _fixed_rbf(h: float):
     """Pyro's RBF Stein kernel with one fixed bandwidth for every dimension.
 
     Pyro's heuristic is per dimension (``median_d / log(M + 1)``) where ours is one bandwidth
     from the full distance (``med^2 / log M``, BMAML's); with the bandwidth fixed, the two
-    updates are the same formula and must agree to round-off.
+    updates are the same formula and must agree to round-off. (Built in a function so that
+    collecting this file does not import Pyro.)
     """
+    from pyro.infer import RBFSteinKernel
 
-    def __init__(self, h: float) -> None:
-        super().__init__()
-        self.h = h
+    class _FixedRBF(RBFSteinKernel):
+        def _bandwidth(self, norm_sq: torch.Tensor) -> torch.Tensor:
+            return torch.full(norm_sq.shape[-1:], h, dtype=norm_sq.dtype)
 
-    def _bandwidth(self, norm_sq: torch.Tensor) -> torch.Tensor:
-        return torch.full(norm_sq.shape[-1:], self.h, dtype=norm_sq.dtype)
+    return _FixedRBF()
 
 
 @pytest.mark.parametrize("m", [2, 5, 10])
 def test_stein_update_equals_pyro_svgd_steps_exactly(m: int) -> None:
     """Three SGD steps of pyro.infer.SVGD against three of our stein_update / svgd_steps (BMAML's path)."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import SVGD
     lr, h, steps = 0.05, 0.7, 3
 
     def model() -> None:
@@ -194,7 +198,7 @@ def test_stein_update_equals_pyro_svgd_steps_exactly(m: int) -> None:
     init = _init(m, seed=m)
     pyro.clear_param_store()
     try:
-        svgd = SVGD(model, _FixedRBF(h), pyro.optim.SGD({"lr": lr}), num_particles=m, max_plate_nesting=0,
+        svgd = SVGD(model, _fixed_rbf(h), pyro.optim.SGD({"lr": lr}), num_particles=m, max_plate_nesting=0,
                     mode="multivariate")
         pyro.param("svgd_particles", init.clone().reshape(-1))
         for _ in range(steps):

@@ -7,14 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import (
-    balanced_accuracy_score,
-    confusion_matrix,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
 
 from bayesmeta.exceptions import InvalidValueError
 from bayesmeta.metrics import (
@@ -57,6 +49,7 @@ def _rows(probs, y, mask):
 
 @pytest.mark.parametrize("c", [2, 3, 5])
 def test_balanced_accuracy_matches_sklearn(c):
+    from sklearn.metrics import balanced_accuracy_score
     probs, y, mask = _data(c=c, seed=c)
     ours = balanced_accuracy(probs, y, mask)
     ref = [balanced_accuracy_score(yy, p.argmax(-1)) for p, yy in _rows(probs, y, mask)]
@@ -65,6 +58,7 @@ def test_balanced_accuracy_matches_sklearn(c):
 
 
 def test_binary_auroc_and_positive_sets_match_sklearn():
+    from sklearn.metrics import roc_auc_score
     probs, y, mask = _data(c=2, seed=1)
     ours = roc_auc(probs, y, mask=mask)
     ref = [roc_auc_score(yy, p[:, 1]) for p, yy in _rows(probs, y, mask)]
@@ -76,6 +70,7 @@ def test_binary_auroc_and_positive_sets_match_sklearn():
 
 
 def test_one_vs_rest_auroc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
     probs, y, mask = _data(c=4, seed=3)
     ours = roc_auc(probs, y, mask=mask)
     ref = [
@@ -86,6 +81,7 @@ def test_one_vs_rest_auroc_matches_sklearn():
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
 def test_threshold_metrics_match_sklearn(threshold):
+    from sklearn.metrics import confusion_matrix, precision_score, recall_score
     probs, y, mask = _data(c=3, seed=4)
     pos = [1, 2]
     res = clinical_metrics(probs, y, mask, positive=pos, threshold=threshold)
@@ -126,6 +122,7 @@ def test_ppv_npv_at_a_given_prevalence_follow_bayes_rule():
 
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95])
 def test_sensitivity_at_specificity_matches_sklearn_roc_curve(target):
+    from sklearn.metrics import roc_curve
     probs, y, mask = _data(c=2, seed=6, t=20)
     ours = sensitivity_at_specificity(probs, y, target, mask=mask)
     for i, (p, yy) in enumerate(_rows(probs, y, mask)):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import log_loss
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from bayesmeta.metrics import (
     accuracy,
@@ -37,6 +35,7 @@ def _random(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_ece_mce_match_torchmetrics(c: int, n_bins: int) -> None:
     # torchmetrics casts confidences to float32; rounding the inputs to float32 first makes both
     # libraries bin exactly the same numbers, and what remains is torchmetrics' float32 sums.
+    from torchmetrics.functional.classification import multiclass_calibration_error
     p, y = _random(1000, c, seed=c * 100 + n_bins)
     pt, yt = torch.from_numpy(p).float().double(), torch.from_numpy(y)
     ours_ece = float(ece(pt, yt, n_bins=n_bins))
@@ -71,6 +70,7 @@ def test_ece_mce_match_netcal(c: int) -> None:
 
 
 def test_per_task_ece_equals_torchmetrics_per_task() -> None:
+    from torchmetrics.functional.classification import multiclass_calibration_error
     torch.manual_seed(0)
     pred = CategoricalPredictive(logits=2.0 * torch.randn(3, 6, 50, 5, dtype=torch.float64))
     y = torch.randint(0, 5, (6, 50))
@@ -86,12 +86,14 @@ def test_per_task_ece_equals_torchmetrics_per_task() -> None:
 
 @pytest.mark.parametrize("c", [2, 4, 12])
 def test_nll_matches_sklearn_log_loss(c: int) -> None:
+    from sklearn.metrics import log_loss
     p, y = _random(1500, c, seed=c)
     ours = float(nll(torch.from_numpy(p), torch.from_numpy(y)))
     assert ours == pytest.approx(log_loss(y, p, labels=list(range(c))), abs=1e-6)
 
 
 def test_nll_of_predictive_matches_sklearn_on_mixture() -> None:
+    from sklearn.metrics import log_loss
     torch.manual_seed(1)
     pred = CategoricalPredictive(logits=torch.randn(5, 4, 30, 6, dtype=torch.float64))
     y = torch.randint(0, 6, (4, 30))

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import integrate, stats
 
 from bayesmeta.metrics import (
     coverage,
@@ -36,6 +35,7 @@ def _mixture(m: int, t: int, q: int, dy: int, seed: int) -> tuple[GaussianPredic
 
 def _crps_integral(means: np.ndarray, sds: np.ndarray, y: float) -> float:
     """``integral (F(x) - 1[x >= y])^2 dx`` of the uniform mixture by adaptive quadrature."""
+    from scipy import integrate, stats
 
     def cdf(x: float) -> float:
         return float(np.mean(stats.norm.cdf(x, means, sds)))
@@ -47,6 +47,7 @@ def _crps_integral(means: np.ndarray, sds: np.ndarray, y: float) -> float:
 
 
 def test_crps_gaussian_matches_closed_form_and_quadrature() -> None:
+    from scipy import stats
     rng = np.random.default_rng(0)
     mu, sd, y = rng.normal(size=20), rng.uniform(0.1, 3, 20), rng.normal(size=20) * 2
     ours = crps_gaussian(torch.tensor(mu), torch.tensor(sd**2), torch.tensor(y)).numpy()
@@ -86,6 +87,7 @@ def test_crps_of_flat_pair_and_point_limit() -> None:
 
 
 def test_pit_of_draws_from_the_predictive_is_uniform() -> None:
+    from scipy import stats
     pred, y = _mixture(m=5, t=20, q=100, dy=2, seed=3)
     u = pit(pred, y)
     assert u.shape == (20, 100, 2)
@@ -102,12 +104,14 @@ def test_pit_of_draws_from_the_predictive_is_uniform() -> None:
 
 
 def test_pit_matches_scipy_cdf() -> None:
+    from scipy import stats
     pred, y = _mixture(m=3, t=2, q=4, dy=1, seed=4)
     ref = stats.norm.cdf(y.numpy()[None], pred.sample_mean.numpy(), pred.sample_variance.sqrt().numpy()).mean(0)
     np.testing.assert_allclose(pit(pred, y).numpy(), ref, rtol=1e-12)
 
 
 def test_pit_calibration_error_is_w1_to_uniform() -> None:
+    from scipy import stats
     pred, y = _mixture(m=2, t=3, q=40, dy=1, seed=5)
     ours = pit_calibration_error(pred, y)
     grid = (np.arange(200000) + 0.5) / 200000
@@ -124,6 +128,7 @@ def test_pit_calibration_error_is_w1_to_uniform() -> None:
 
 
 def test_nll_matches_scipy_mixture_density() -> None:
+    from scipy import stats
     pred, y = _mixture(m=3, t=2, q=5, dy=2, seed=6)
     comp = stats.norm.logpdf(y.numpy()[None], pred.sample_mean.numpy(), pred.sample_variance.sqrt().numpy()).sum(-1)
     ref = -(np.logaddexp.reduce(comp, axis=0) - np.log(3)).mean(-1)
@@ -158,6 +163,7 @@ def test_coverage_equals_interval_membership() -> None:
 
 
 def test_flat_one_dimensional_targets() -> None:
+    from scipy import stats
     mean, var = torch.zeros(4), torch.ones(4)
     y = torch.tensor([0.0, 1.0, -1.0, 2.0])
     ref = -stats.norm.logpdf(y.numpy()).mean()

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
 from bayesmeta.metrics import (
     accuracy,
@@ -99,6 +98,7 @@ def test_regression_selective_prediction() -> None:
 
 
 def test_auroc_matches_sklearn_including_ties() -> None:
+    from sklearn.metrics import roc_auc_score
     rng = np.random.default_rng(3)
     neg = rng.integers(0, 5, 40).astype(float)
     pos = rng.integers(2, 8, 30).astype(float)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import minimize_scalar
 
 from bayesmeta.metrics import TemperatureScaling, ece, fit_temperature, nll
 from bayesmeta.predictive import CategoricalPredictive
@@ -40,6 +39,7 @@ def test_recovers_the_true_temperature_and_improves_calibration() -> None:
 
 
 def test_matches_scipy_on_logits_and_mask() -> None:
+    from scipy.optimize import minimize_scalar
     pred, y = _overconfident(5, 60, 4, tau=0.5, seed=2)  # underconfident: tau < 1
     logits = pred.sample_log_probs[0]
     mask = torch.rand(5, 60, generator=torch.Generator().manual_seed(3)) < 0.7
@@ -56,6 +56,7 @@ def test_matches_scipy_on_logits_and_mask() -> None:
 
 
 def test_mixture_of_members() -> None:
+    from scipy.optimize import minimize_scalar
     g = torch.Generator().manual_seed(4)
     z = 1.5 * torch.randn(4, 50, 6, generator=g, dtype=torch.float64)
     y = torch.multinomial(torch.softmax(z, -1).reshape(-1, 6), 1, generator=g).reshape(4, 50)

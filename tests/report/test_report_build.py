@@ -6,12 +6,11 @@ import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 from bayesmeta.exceptions import BayesMetaError, DataError, InvalidValueError
 from bayesmeta.metrics import reliability_diagram, risk_coverage_curve
@@ -24,6 +23,9 @@ from bayesmeta.report.figures import (
     to_png,
 )
 from bayesmeta.report.tables import format_value
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class _Tags(HTMLParser):

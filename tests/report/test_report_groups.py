@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import scipy.stats
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from bayesmeta.report import build_report, load_runs
 from bayesmeta.report.figures import pit_figure
@@ -89,6 +87,7 @@ def test_protocol_section_lists_what_a_reviewer_needs(make_run: Any, tmp_path: P
 
 # ------------------------------------------------------------------ paired test
 def test_paired_bootstrap_interval_matches_scipy() -> None:
+    import scipy.stats
     rng = np.random.default_rng(3)
     task = rng.normal(0, 1, 200)  # a large task effect shared by both runs: pairing removes it
     a = task + rng.normal(0.1, 0.2, 200)
@@ -108,6 +107,7 @@ def test_paired_bootstrap_interval_matches_scipy() -> None:
 
 @pytest.mark.parametrize("effect", [0.0, 0.05, 0.3])
 def test_paired_bootstrap_decisions_agree_with_wilcoxon(effect: float) -> None:
+    import scipy.stats
     rng = np.random.default_rng(int(effect * 100))
     task = rng.normal(0, 2, 150)
     a = task + effect + rng.normal(0, 0.3, 150)
@@ -162,6 +162,7 @@ def test_three_runs_need_every_comparison_significant() -> None:
 
 # ------------------------------------------------------------------ figures
 def test_pit_titles_do_not_overlap() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     counts = np.array([5, 8, 10, 12, 9, 11, 10, 9, 8, 6])
     labels = ["platipus (platipus_sinusoid_long_name)", "bmaml (bmaml_sinusoid_5shot_prior)", "versa (versa_sinusoid)", "np"]
     fig = pit_figure([(lb, counts) for lb in labels])
