@@ -65,7 +65,7 @@ from bayesmeta.inference.gradient_base import (
     option_float,
     option_int,
 )
-from bayesmeta.inference.inner_loop import Params
+from bayesmeta.inference.inner_loop import Params, as_batched, with_batched
 from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.svgd import batched_svgd_steps
 from bayesmeta.inference.task_noise import task_keys, task_seeds
@@ -238,8 +238,10 @@ class BMAML(ParticleLearner):
                 mean = {k: v.detach() for k, v in mean.items()}
                 log_var = {k: v.detach() for k, v in log_var.items()}
             prior = (mean, {k: w * torch.exp(-v) for k, v in log_var.items()})
+        batched = as_batched(loss)
+        log_target = with_batched(lambda p, x, y, m: -loss(p, x, y, m), lambda p, x, y, m: -batched(p, x, y, m))
         return batched_svgd_steps(
-            lambda p, x, y, m: -loss(p, x, y, m), particles, s.x, s.y, mask, steps, self.inner_lr,
+            log_target, particles, s.x, s.y, mask, steps, self.inner_lr,
             bandwidth=self.bandwidth, temperature=self._scale(mask, s.n_way, dy), normalize=self.normalize,
             prior=prior, chunk_size=self.chunk_size,
         )

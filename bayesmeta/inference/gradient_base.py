@@ -37,7 +37,14 @@ from torch.func import functional_call
 from bayesmeta._validation import option_float, option_int
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.inference.base import MetaLearner, TaskKind
-from bayesmeta.inference.inner_loop import Params, TaskLoss, cross_entropy_loss, squared_error_loss
+from bayesmeta.inference.inner_loop import (
+    Params,
+    TaskLoss,
+    cross_entropy_loss,
+    squared_error_loss,
+    with_batched,
+)
+from bayesmeta.models.batched import batched_call
 from bayesmeta.models.context import context_mode
 from bayesmeta.tasks.batch import full_mask
 
@@ -55,8 +62,17 @@ Noise = float | Literal["learned"]
 
 
 def check_finite_params(params: Params, what: str) -> None:
-    """Raise :class:`NumericalError` if any adapted parameter holds NaN/Inf (one sync, at the boundary)."""
-    bad = [k for k, v in params.items() if not bool(torch.isfinite(v).all())]
+    """Raise :class:`NumericalError` if any adapted parameter holds NaN/Inf.
+
+    Called once per inner loop (all tasks and particles at once), never inside it: one fused
+    reduction and one host sync on the happy path; the per-parameter names only when it fails.
+    """
+    if not params:
+        return
+    flags = torch.stack([torch.isfinite(v).all() for v in params.values()])
+    if bool(flags.all()):
+        return
+    bad = [k for k, ok in zip(params, flags.tolist()) if not ok]
     if bad:
         raise NumericalError(
             f"particles: {what} produced NaN/Inf in {bad}; the inner loop diverged or the "
@@ -126,7 +142,11 @@ class GradientLearner(MetaLearner):
 
         Returns:
             A pure function ``[N, ...] -> [N, out]``; ``context_mask`` ``[N]`` goes to a
-            context-normalized backbone.
+            context-normalized backbone. Its ``batched`` attribute is the same function for T
+            parameter sets at once, ``fb(params {name: [T, *shape]}, x [T, N, ...],
+            context_mask [T, N] | None) -> [T, N, out]``
+            (:func:`~bayesmeta.models.batched.batched_call`: the backbone's hand-batched forward
+            where it has one).
         """
         buffers = dict(self.model.named_buffers())
         fixed = {} if frozen is None else frozen
@@ -136,6 +156,13 @@ class GradientLearner(MetaLearner):
             kwargs = {} if context_mask is None else {"context_mask": context_mask}
             return functional_call(model, {**fixed, **p, **buffers}, (inp,), kwargs)
 
+        def fb(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+            t = inp.shape[0]
+            # shared (frozen) parameters as [T, *shape] views, so the batched forward sees them all
+            full = {**{k: v.unsqueeze(0).expand(t, *v.shape) for k, v in fixed.items()}, **p}
+            return batched_call(model, full, inp, context_mask)
+
+        f.batched = fb  # type: ignore[attr-defined]
         return f
 
     def support_loss(self, is_cls: bool, f: Callable[..., torch.Tensor] | None = None, in_context: bool | None = None) -> TaskLoss:
@@ -143,19 +170,29 @@ class GradientLearner(MetaLearner):
 
         Args:
             is_cls: cross-entropy (classification) or squared error averaged over Dy.
-            f: the function to evaluate (default :meth:`forward_fn` of all parameters).
+            f: the function to evaluate (default :meth:`forward_fn` of all parameters); its
+                ``batched`` attribute, when it has one, gives the loss's batched form.
             in_context: whether ``f`` takes a context mask (default: the backbone is
                 context-normalized); a context-normalized backbone takes its task statistics
                 from the present support points.
+
+        Returns:
+            The per-task loss, with its batched form (``[T]`` losses of T parameter sets, see
+            :mod:`~bayesmeta.inference.inner_loop`) attached as ``batched``.
         """
         fn = self.forward_fn() if f is None else f
         ctx = context_mode(self.model) is not None if in_context is None else in_context
 
-        def loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            out = fn(p, x, m) if ctx else fn(p, x)
-            return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
+        def per_set(fwd: Callable[..., torch.Tensor]) -> TaskLoss:
+            def loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+                out = fwd(p, x, m) if ctx else fwd(p, x)
+                return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
 
-        return loss
+            return loss
+
+        fb = getattr(fn, "batched", None)
+        one = per_set(fn)
+        return one if fb is None else with_batched(one, per_set(fb))
 
     def check_out_dim(self, n_way: int | None) -> None:
         """Raise :class:`ShapeError` if the batch's n_way differs from the head's number of logits."""

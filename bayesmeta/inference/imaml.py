@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import vmap
 
 from bayesmeta.exceptions import ConfigError
 from bayesmeta.inference.base import StepOutput, TaskKind
@@ -44,7 +43,7 @@ from bayesmeta.inference.gradient_base import (
     option_float,
     option_int,
 )
-from bayesmeta.inference.inner_loop import Params, TaskLoss
+from bayesmeta.inference.inner_loop import Params, TaskLoss, as_batched, chunked, with_batched
 from bayesmeta.inference.maml import MAML
 from bayesmeta.tasks.batch import TaskBatch
 
@@ -150,7 +149,14 @@ class IMAML(MAML):
             prox = sum(((p[k] - anchor[k]) ** 2).sum() for k in p)
             return support_loss(p, x, y, m) + 0.5 * reg * prox
 
-        return loss
+        batched = as_batched(support_loss)
+
+        def batched_loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            # p: {name: [T, *shape]}; the proximal term of each task, [T]
+            prox = sum(((p[k] - anchor[k]) ** 2).reshape(p[k].shape[0], -1).sum(1) for k in p)
+            return batched(p, x, y, m) + 0.5 * reg * prox
+
+        return with_batched(loss, batched_loss)
 
     def implicit_gradient(self, batch: TaskBatch) -> tuple[Params, torch.Tensor, torch.Tensor, dict[str, float]]:
         """The implicit meta-gradient of the pooled query loss with respect to theta.
@@ -177,7 +183,7 @@ class IMAML(MAML):
             query_loss, metrics = self._query_objective(out, batch)
             g = dict(zip(phi, torch.autograd.grad(query_loss, list(phi.values()))))
             loss, inputs, mask = self._support_problem(batch.support)
-            per_task = vmap(loss, chunk_size=self.chunk_size)(phi, inputs, batch.support_y, mask)  # [T]
+            per_task = chunked(as_batched(loss), self.chunk_size, phi, inputs, batch.support_y, mask)  # [T]
             first = torch.autograd.grad(per_task.sum(), list(phi.values()), create_graph=True)
 
             def matvec(v: Params) -> Params:

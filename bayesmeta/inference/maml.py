@@ -25,14 +25,15 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import ConfigError, NumericalError
 from bayesmeta.inference.base import StepOutput, TaskKind, TaskPosterior
 from bayesmeta.inference.gradient_base import GradientLearner, Noise, full_mask
-from bayesmeta.inference.inner_loop import Params, TaskLoss, batched_gradient_steps
+from bayesmeta.inference.inner_loop import Params, TaskLoss, batched_gradient_steps, chunked
 from bayesmeta.models._shapes import check_input_shape
+from bayesmeta.models.batched import batched_call
 from bayesmeta.models.context import context_mode, kept_context, query_forward, support_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
@@ -147,9 +148,15 @@ class MAML(GradientLearner):
         if self._anil:
             head = self.model.head
             assert head is not None
-            return lambda p, inp, context_mask=None: functional_call(
-                head, {k.removeprefix("head."): v for k, v in p.items()}, (inp,)
-            )
+
+            def f(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                return functional_call(head, {k.removeprefix("head."): v for k, v in p.items()}, (inp,))
+
+            def fb(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                return batched_call(head, {k.removeprefix("head."): v for k, v in p.items()}, inp)
+
+            f.batched = fb  # type: ignore[attr-defined]
+            return f
         return self.forward_fn(frozen)
 
     def _inner_loss(self, support_loss: TaskLoss, theta: Params) -> TaskLoss:
@@ -205,24 +212,24 @@ class MAML(GradientLearner):
         """
         check_input_shape(self.model, query_x, "query_x")
         _, frozen = self._split_params()
-        f = self._forward_fn(frozen)
+        fb = self._forward_fn(frozen).batched  # type: ignore[attr-defined]
         sx, sm = posterior.support_x, posterior.support_mask
         if self._anil:
             feats = query_forward(self.model.features, self.model, query_x, sx, sm, 1, query_mask)
-            return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, feats)
+            return chunked(fb, self.chunk_size, posterior.params, feats)
         mode = self._inner_context()
         if mode is None:
-            return vmap(f, in_dims=(0, 0), chunk_size=self.chunk_size)(posterior.params, query_x)
+            return chunked(fb, self.chunk_size, posterior.params, query_x)
         qm = full_mask(query_x, query_mask)
         if sx is None:  # transductive mode: the query set is its own context
             sx, sm = query_x, qm
         else:
             sm = full_mask(sx, sm)
 
-        def one_task(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
-            return query_forward(lambda x, context_mask=None: f(p, x, context_mask), self.model, xq, xs, ms, 0, mq)
+        def tasks(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
+            return query_forward(lambda x, context_mask=None: fb(p, x, context_mask), self.model, xq, xs, ms, 1, mq)
 
-        return vmap(one_task, chunk_size=self.chunk_size)(posterior.params, query_x, sx, sm, qm)
+        return chunked(tasks, self.chunk_size, posterior.params, query_x, sx, sm, qm)
 
     # ------------------------------------------------------------ interface
     def meta_loss(self, batch: TaskBatch) -> StepOutput:

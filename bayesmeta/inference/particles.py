@@ -14,13 +14,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.func import vmap
 
 from bayesmeta.exceptions import ShapeError
 from bayesmeta.gaussian import gaussian_log_density
 from bayesmeta.inference.base import TaskPosterior
 from bayesmeta.inference.gradient_base import GradientLearner, full_mask
-from bayesmeta.inference.inner_loop import Params
+from bayesmeta.inference.inner_loop import Params, chunked
 from bayesmeta.models.context import context_mode, kept_context, query_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import SupportSet, TaskBatch
@@ -77,22 +76,33 @@ class ParticleLearner(GradientLearner):
         task's support set (``support_x`` ``[T, S, ...]``, ``support_mask`` ``[T, S]``), or with
         the query set itself for the transductive ``norm="batch"``.
         """
-        f = self.forward_fn()
+        fb = self.forward_fn().batched  # type: ignore[attr-defined]
+        t, m = next(iter(params.values())).shape[:2]
+
+        def flat(v: torch.Tensor) -> torch.Tensor:  # [T, ...] -> [T * M, ...], task t's rows repeated
+            return v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
+
+        # every particle of every task is one parameter set of the batched forward
+        flat_params = {k: v.reshape(t * m, *v.shape[2:]) for k, v in params.items()}
         mode = context_mode(self.model)
         if mode is None:
-            over_particles = vmap(f, in_dims=(0, None))
-            return vmap(over_particles, in_dims=(0, 0), chunk_size=self.chunk_size)(params, x)
+            out = chunked(fb, self._particle_chunk(m), flat_params, flat(x))
+            return out.reshape(t, m, *out.shape[1:])
         qm = full_mask(x, query_mask)
         if mode == "self" or support_x is None:
             support_x, support_mask = x, qm
         else:
             support_mask = full_mask(support_x, support_mask)
 
-        def one(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
-            return query_forward(lambda inp, context_mask=None: f(p, inp, context_mask), self.model, xq, xs, ms, 0, mq)
+        def sets(p: Params, xq: torch.Tensor, xs: torch.Tensor, ms: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
+            return query_forward(lambda inp, context_mask=None: fb(p, inp, context_mask), self.model, xq, xs, ms, 1, mq)
 
-        over_particles = vmap(one, in_dims=(0, None, None, None, None))
-        return vmap(over_particles, chunk_size=self.chunk_size)(params, x, support_x, support_mask, qm)
+        out = chunked(sets, self._particle_chunk(m), flat_params, flat(x), flat(support_x), flat(support_mask), flat(qm))
+        return out.reshape(t, m, *out.shape[1:])
+
+    def _particle_chunk(self, m: int) -> int | None:
+        """Parameter sets per chunk of the flattened ``[T * M]`` batch: ``chunk_size`` tasks' worth."""
+        return None if self.chunk_size is None else self.chunk_size * m
 
     def _posterior(self, params: Params, support: SupportSet) -> ParticlePosterior:
         return ParticlePosterior(params, support.n_way, *kept_context(self.model, support.x, support.mask))

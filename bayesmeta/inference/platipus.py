@@ -21,7 +21,7 @@ Test time (Algorithm 2): ``mu_p`` as above, ``theta_m ~ N(mu_p, sigma_theta^2)``
 ``m = 1..n_samples``, K gradient steps on the support set from each, predictive = uniform
 mixture over the M adapted networks. The losses ``L`` are MAML's (mean squared error, mean
 cross-entropy) and every gradient step goes through
-:func:`~bayesmeta.inference.inner_loop.gradient_steps`, vmapped over tasks and draws.
+:mod:`~bayesmeta.inference.inner_loop` (all tasks and draws in one batch).
 
 PLATIPUS is hard to train from scratch: :meth:`PLATIPUS.from_maml` starts from a trained MAML
 (its network becomes ``mu_theta``, its step size ``alpha`` and the initial ``gamma``).
@@ -34,7 +34,6 @@ import math
 
 import torch
 from torch import nn
-from torch.func import vmap
 
 from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import ConfigError
@@ -46,7 +45,7 @@ from bayesmeta.inference.gradient_base import (
     option_float,
     option_int,
 )
-from bayesmeta.inference.inner_loop import Params, batched_gradient_steps, gradient_steps
+from bayesmeta.inference.inner_loop import Params, batched_gradient_steps, stacked_gradient_steps
 from bayesmeta.inference.maml import MAML
 from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
@@ -164,16 +163,19 @@ class PLATIPUS(ParticleLearner):
         """K gradient steps from every draw of every task: theta ``[T, M, ...]`` -> phi ``[T, M, ...]``."""
         if steps == 0:
             return theta
-        loss = self.support_loss(s.n_way is not None)
-        lr = self.inner_lr
+        t, m = next(iter(theta.values())).shape[:2]
 
-        def one(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> Params:
-            return gradient_steps(loss, p, x, y, m, steps, lr)
+        def flat(v: torch.Tensor) -> torch.Tensor:  # [T, ...] -> [T * M, ...], task t's rows repeated
+            return v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
 
-        over_draws = vmap(one, in_dims=(0, None, None, None), randomness="different")
-        return vmap(over_draws, in_dims=(0, 0, 0, 0), chunk_size=self.chunk_size, randomness="different")(
-            theta, s.x, s.y, full_mask(s.x, s.mask)
+        # every draw of every task is one parameter set of the one batched inner loop
+        phi = stacked_gradient_steps(
+            self.support_loss(s.n_way is not None),
+            {k: v.reshape(t * m, *v.shape[2:]) for k, v in theta.items()},
+            flat(s.x), flat(s.y), flat(full_mask(s.x, s.mask)), steps, self.inner_lr,
+            chunk_size=self._particle_chunk(m),
         )
+        return {k: v.reshape(t, m, *v.shape[1:]) for k, v in phi.items()}
 
     @staticmethod
     def _draw(mean: Params, log_var: Params, m: int, generator: torch.Generator | None) -> Params:

@@ -42,7 +42,7 @@ from torch.func import grad, vmap
 
 from bayesmeta._validation import check_finite, check_ndim, describe
 from bayesmeta.exceptions import InvalidValueError, ShapeError
-from bayesmeta.inference.inner_loop import Params
+from bayesmeta.inference.inner_loop import Params, as_batched, chunks, loss_gradient
 
 __all__ = [
     "LogTarget",
@@ -379,7 +379,13 @@ def batched_svgd_steps(
     prior: tuple[Params, Params] | None = None,
     chunk_size: int | None = None,
 ) -> Params:
-    """:func:`svgd_steps` for T tasks at once: vmap over tasks of a vmap over particles.
+    """:func:`svgd_steps` for T tasks at once.
+
+    The scores of all T * M particles come from one batched evaluation of ``log_target`` and one
+    ``torch.autograd.grad`` (:func:`~bayesmeta.inference.inner_loop.loss_gradient`, the inner
+    loop's gradient; ``log_target``'s ``batched`` form when it has one); the kernel, which
+    couples only the particles of one task, is formed per task under ``vmap``. Task t's result
+    depends only on task t's particles and data.
 
     Args:
         log_target, steps, lr, bandwidth, normalize, prior: as in :func:`svgd_steps`; the
@@ -387,18 +393,50 @@ def batched_svgd_steps(
         particles: ``{name: [T, M, *shape]}``, one particle set per task.
         x: ``[T, S, ...]``; y: ``[T, S]`` or ``[T, S, Dy]``; mask: ``[T, S]`` bool.
         temperature: a number, or a ``[T]`` tensor (one weight per task).
-        chunk_size: tasks per vmapped chunk (``None``: all at once); caps peak memory.
+        chunk_size: tasks per chunk (``None``: all at once); caps peak memory.
 
     Returns:
         Updated particles ``{name: [T, M, *shape]}``.
     """
     if steps == 0:
         return dict(particles)
-    t_dim = 0 if isinstance(temperature, torch.Tensor) and temperature.dim() == 1 else None
+    per_task_temp = isinstance(temperature, torch.Tensor) and temperature.dim() == 1
+    t, m = next(iter(particles.values())).shape[:2]
+    if chunk_size is not None and chunk_size < t:
+        parts = [
+            batched_svgd_steps(
+                log_target, {k: v[c] for k, v in particles.items()}, x[c], y[c], mask[c], steps, lr, bandwidth,
+                temperature[c] if per_task_temp else temperature, normalize, prior, None,
+            )
+            for c in chunks(t, chunk_size)
+        ]
+        return {k: torch.cat([p[k] for p in parts]) for k in particles}
+    target = as_batched(log_target)
 
-    def one_task(p: Params, xt: torch.Tensor, yt: torch.Tensor, mt: torch.Tensor, tt: float | torch.Tensor) -> Params:
-        return svgd_steps(log_target, p, xt, yt, mt, steps, lr, bandwidth, tt, normalize, prior)
+    def flat(v: torch.Tensor) -> torch.Tensor:  # [T, ...] -> [T * M, ...], task t's rows repeated
+        return v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
 
-    return vmap(one_task, in_dims=(0, 0, 0, 0, t_dim), chunk_size=chunk_size, randomness="different")(
-        particles, x, y, mask, temperature
-    )
+    xf, yf, mf = flat(x), flat(y), flat(mask)
+    if not torch.is_grad_enabled():
+        particles = {k: v.detach() for k, v in particles.items()}
+    second_order = torch.is_grad_enabled() and any(v.requires_grad for v in particles.values())
+    update = vmap(stein_update, in_dims=(0, 0, None, None, 0 if per_task_temp else None, None))
+    for _ in range(steps):
+        flat_p = {k: v.reshape(t * m, *v.shape[2:]) for k, v in particles.items()}
+        score = loss_gradient(target, flat_p, xf, yf, mf, create_graph=second_order)
+        score = {k: g.reshape(particles[k].shape) for k, g in score.items()}
+        if prior is not None:
+            ps = _gaussian_prior_score(particles, prior)
+            score = {k: v + _per_task(temperature, v) * ps[k] for k, v in score.items()}
+        if m == 1:  # K = [[1]]: exactly gradient ascent, no kernel
+            particles = {k: p + lr * score[k] for k, p in particles.items()}
+        else:
+            particles = update(particles, score, lr, bandwidth, temperature, normalize)
+    return particles
+
+
+def _per_task(temperature: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A ``[T]`` temperature as ``[T, 1, ..., 1]`` to broadcast against ``like`` ``[T, M, ...]``."""
+    if isinstance(temperature, torch.Tensor) and temperature.dim() == 1:
+        return temperature.reshape(-1, *([1] * (like.dim() - 1)))
+    return temperature

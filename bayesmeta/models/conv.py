@@ -6,10 +6,18 @@ import warnings
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import CheckpointError, ConfigError, ShapeError
+from bayesmeta.models.batched import (
+    Params,
+    batched_conv2d,
+    batched_linear,
+    channel_affine,
+    sub_params,
+)
 from bayesmeta.models.norm import (
     MEAN_REMOVING_NORMS,
     NORMS,
@@ -17,7 +25,9 @@ from bayesmeta.models.norm import (
     ContextNorm2d,
     Norm,
     TaskNorm2d,
+    batch_stat_norm,
     make_norm,
+    task_norm,
 )
 
 __all__ = ["BatchStatNorm2d", "Conv4", "DEFAULT_NORM", "TaskNorm2d"]
@@ -127,6 +137,53 @@ class Conv4(nn.Module):
     def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         f = self.features(x, context_mask)
         return f if self.head is None else self.head(f)
+
+    def batched_forward(self, params: Params, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """T networks at once, task t with parameters ``params[name][t]`` (the inner loop's forward).
+
+        The convolutions of all tasks run as one grouped convolution over activations laid out
+        ``[N, T, C, H, W]``; a context norm takes task t's statistics from task t's examples
+        where ``context_mask[t]`` is True, exactly as :meth:`features` does for one task.
+
+        Args:
+            params: ``{name: [T, *shape]}`` for every parameter of this Conv4.
+            x: ``[T, N, C, H, W]``.
+            context_mask: ``[T, N]`` bool (context norms), or ``None`` for all N.
+
+        Returns:
+            ``[T, N, out]``, equal to ``functional_call(self, params_t, (x_t, context_mask_t))``.
+        """
+        if x.dim() != 5:
+            raise ShapeError(f"x: expected [T, N, C, H, W] for the batched forward, got shape {list(x.shape)}")
+        t, n = x.shape[:2]
+        h = x.transpose(0, 1).contiguous()  # [N, T, C, H, W]: each task's channels adjacent
+        for i, layer in enumerate(self.body):
+            p = sub_params(params, f"body.{i}.")
+            if isinstance(layer, nn.Conv2d):
+                h = batched_conv2d(h, p["weight"], p.get("bias"), layer)
+            elif isinstance(layer, TaskNorm2d):
+                h = task_norm(
+                    h.transpose(0, 1), context_mask, p["weight"], p["bias"], p["alpha_scale"], p["alpha_offset"], layer.eps
+                ).transpose(0, 1)
+            elif isinstance(layer, BatchStatNorm2d):
+                h = batch_stat_norm(h.transpose(0, 1), context_mask, p["weight"], p["bias"], layer.eps).transpose(0, 1)
+            elif isinstance(layer, nn.GroupNorm):
+                shape = h.shape
+                h = F.group_norm(h.reshape(n * t, *shape[2:]), layer.num_groups, None, None, layer.eps).reshape(shape)
+                if layer.affine:
+                    h = channel_affine(h, p["weight"], p["bias"])
+            elif isinstance(layer, nn.MaxPool2d):
+                c = h.shape[2]
+                h = layer(h.reshape(n, t * c, *h.shape[3:]))
+                h = h.reshape(n, t, c, *h.shape[2:])
+            elif isinstance(layer, nn.Flatten):
+                h = h.reshape(n, t, -1)
+            else:  # ReLU, Identity: parameter-free and elementwise
+                h = layer(h)
+        feats = h.transpose(0, 1)  # [T, N, hidden]
+        if self.head is None:
+            return feats
+        return batched_linear(feats, params["head.weight"], params.get("head.bias"))
 
     def _load_from_state_dict(
         self,

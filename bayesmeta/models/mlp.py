@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bayesmeta._validation import check_positive_int
+from bayesmeta.models.batched import Params, batched_linear, vmap_call
 
 __all__ = ["MLP"]
 
@@ -54,6 +55,8 @@ class MLP(nn.Module):
         self.feature_dim = width
         self.body = nn.Sequential(*layers)
         self.head: nn.Linear | None = None if out_features is None else nn.Linear(width, out_features)
+        # the batched forward applies activations as they are: only parameter-free ones
+        self._batchable = not any(True for a in self.body if not isinstance(a, nn.Linear) for _ in a.parameters())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features, ``[..., D] -> [..., feature_dim]``."""
@@ -62,3 +65,27 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.body(x)
         return f if self.head is None else self.head(f)
+
+    def batched_forward(self, params: Params, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """T networks at once, task t with parameters ``params[name][t]`` (the inner loop's forward).
+
+        Args:
+            params: ``{name: [T, *shape]}`` for every parameter of this MLP.
+            x: ``[T, *B, D]``.
+            context_mask: ignored (an MLP treats examples independently).
+
+        Returns:
+            ``[T, *B, out]``, equal to ``functional_call(self, params_t, x_t)`` for every t.
+        """
+        if not self._batchable:  # an activation with parameters: the generic route
+            return vmap_call(self, params, x)
+        t = x.shape[0]
+        h = x.reshape(t, -1, x.shape[-1])
+        for i, layer in enumerate(self.body):
+            if isinstance(layer, nn.Linear):
+                h = batched_linear(h, params[f"body.{i}.weight"], params.get(f"body.{i}.bias"))
+            else:
+                h = layer(h)  # parameter-free activation, elementwise
+        if self.head is not None:
+            h = batched_linear(h, params["head.weight"], params.get("head.bias"))
+        return h.reshape(*x.shape[:-1], h.shape[-1])

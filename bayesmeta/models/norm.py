@@ -49,10 +49,12 @@ __all__ = [
     "BatchStatNorm2d",
     "ContextNorm2d",
     "TaskNorm2d",
+    "batch_stat_norm",
     "instance_moments",
     "make_norm",
     "masked_moments",
     "pooled_moments",
+    "task_norm",
 ]
 
 Norm = Literal["task", "group", "instance", "layer", "none", "batch"]
@@ -114,10 +116,50 @@ def masked_moments(x: torch.Tensor, context_mask: torch.Tensor | None) -> tuple[
     return pooled_moments(*instance_moments(x), context_mask)
 
 
+def _channels(v: torch.Tensor) -> torch.Tensor:
+    """A per-channel parameter, ``[C]`` (shared) or ``[G, C]`` (one per group), as ``[G|1, 1, C, 1, 1]``."""
+    return v.view(1, 1, -1, 1, 1) if v.dim() == 1 else v[:, None, :, None, None]
+
+
 def _normalize(x: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """``(x - mu) / sqrt(var + eps) * weight + bias`` as one multiply-add over the large tensor."""
-    scale = weight.view(1, 1, -1, 1, 1) * torch.rsqrt(var + eps)
-    return torch.addcmul(bias.view(1, 1, -1, 1, 1) - mu * scale, x, scale)
+    scale = _channels(weight) * torch.rsqrt(var + eps)
+    return torch.addcmul(_channels(bias) - mu * scale, x, scale)
+
+
+def batch_stat_norm(
+    x: torch.Tensor, context_mask: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """:class:`BatchStatNorm2d` as a function: x ``[G, N, C, H, W]``, weight and bias ``[C]`` or ``[G, C]``."""
+    mean, var, _ = masked_moments(x, context_mask)
+    return _normalize(x, mean, var, weight, bias, eps)
+
+
+def task_norm(
+    x: torch.Tensor,
+    context_mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    alpha_scale: torch.Tensor,
+    alpha_offset: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """:class:`TaskNorm2d` as a function (see there), with shared or per-group parameters.
+
+    Args:
+        x: ``[G, N, C, H, W]``; context_mask: ``[G, N]`` bool or ``None`` (all N).
+        weight, bias: ``[C]`` or ``[G, C]``.
+        alpha_scale, alpha_offset: ``[]`` or ``[G]``.
+        eps: added to the variance.
+    """
+    # one pass over the activations for the moments, one for the normalization; everything
+    # in between is [G, N, C]-sized
+    mu_i, var_i = instance_moments(x)  # [G, N, C, 1, 1]
+    mu_c, var_c, n_ctx = pooled_moments(mu_i, var_i, context_mask)  # [G, 1, C, 1, 1]
+    a = torch.sigmoid(alpha_scale * n_ctx + alpha_offset)[:, None, None, None, None]
+    mu = a * mu_c + (1 - a) * mu_i
+    var = a * (var_c + (mu_c - mu) ** 2) + (1 - a) * (var_i + (mu_i - mu) ** 2)
+    return _normalize(x, mu, var, weight, bias, eps)
 
 
 def _check_set_input(name: str, x: torch.Tensor, context_mask: torch.Tensor | None) -> None:
@@ -164,8 +206,7 @@ class BatchStatNorm2d(ContextNorm2d):
 
     def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_set_input("x", x, context_mask)
-        mean, var, _ = masked_moments(x, context_mask)
-        return _normalize(x, mean, var, self.weight, self.bias, self.eps)
+        return batch_stat_norm(x, context_mask, self.weight, self.bias, self.eps)
 
 
 class TaskNorm2d(ContextNorm2d):
@@ -207,14 +248,7 @@ class TaskNorm2d(ContextNorm2d):
 
     def forward(self, x: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_set_input("x", x, context_mask)
-        # one pass over the activations for the moments, one for the normalization; everything
-        # in between is [G, N, C]-sized
-        mu_i, var_i = instance_moments(x)  # [G, N, C, 1, 1]
-        mu_c, var_c, n_ctx = pooled_moments(mu_i, var_i, context_mask)  # [G, 1, C, 1, 1]
-        a = self.alpha(n_ctx)[:, None, None, None, None]
-        mu = a * mu_c + (1 - a) * mu_i
-        var = a * (var_c + (mu_c - mu) ** 2) + (1 - a) * (var_i + (mu_i - mu) ** 2)
-        return _normalize(x, mu, var, self.weight, self.bias, self.eps)
+        return task_norm(x, context_mask, self.weight, self.bias, self.alpha_scale, self.alpha_offset, self.eps)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
