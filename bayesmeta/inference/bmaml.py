@@ -241,7 +241,7 @@ class BMAML(ParticleLearner):
         batched = as_batched(loss)
         log_target = with_batched(lambda p, x, y, m: -loss(p, x, y, m), lambda p, x, y, m: -batched(p, x, y, m))
         return batched_svgd_steps(
-            log_target, particles, s.x, s.y, mask, steps, self.inner_lr,
+            log_target, particles, s.x, s.y, s.mask, steps, self.inner_lr,
             bandwidth=self.bandwidth, temperature=self._scale(mask, s.n_way, dy), normalize=self.normalize,
             prior=prior, chunk_size=self.chunk_size,
         )

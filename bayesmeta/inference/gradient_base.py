@@ -148,13 +148,12 @@ class GradientLearner(MetaLearner):
             (:func:`~bayesmeta.models.batched.batched_call`: the backbone's hand-batched forward
             where it has one).
         """
-        buffers = dict(self.model.named_buffers())
         fixed = {} if frozen is None else frozen
         model = self.model
 
         def f(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
             kwargs = {} if context_mask is None else {"context_mask": context_mask}
-            return functional_call(model, {**fixed, **p, **buffers}, (inp,), kwargs)
+            return functional_call(model, {**fixed, **p, **dict(model.named_buffers())}, (inp,), kwargs)
 
         def fb(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
             t = inp.shape[0]
@@ -184,7 +183,7 @@ class GradientLearner(MetaLearner):
         ctx = context_mode(self.model) is not None if in_context is None else in_context
 
         def per_set(fwd: Callable[..., torch.Tensor]) -> TaskLoss:
-            def loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            def loss(p: Params, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
                 out = fwd(p, x, m) if ctx else fwd(p, x)
                 return cross_entropy_loss(out, y, m) if is_cls else squared_error_loss(out, y, m)
 

@@ -53,26 +53,33 @@ __all__ = [
 ]
 
 Params = dict[str, torch.Tensor]
-#: ``loss(params, x, y, mask) -> scalar`` for one task: x ``[S, ...]``, y ``[S]``/``[S, Dy]``, mask ``[S]``.
-TaskLoss = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``loss(params, x, y, mask) -> scalar`` for one task: x ``[S, ...]``, y ``[S]``/``[S, Dy]``, mask ``[S]``
+#: bool or ``None`` (every point present; the same everywhere below).
+TaskLoss = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 #: ``loss(params, x, y, mask) -> [B]`` for B tasks: params ``{name: [B, *shape]}``, x ``[B, S, ...]``,
 #: y ``[B, S]``/``[B, S, Dy]``, mask ``[B, S]``; entry b depends only on slice b of each argument.
-BatchedLoss = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+BatchedLoss = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` (``[..., N]``) over entries where ``mask`` (``[..., N]`` bool) is True: ``[...]``."""
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` (``[..., N]``) over entries where ``mask`` (``[..., N]`` bool) is True: ``[...]``.
+
+    ``mask=None`` means every point is present (a plain mean: no weights to build and
+    differentiate through, which matters in the inner loop's small, many-op graphs).
+    """
+    if mask is None:
+        return values.mean(-1)
     w = mask.to(values.dtype)
     return (values * w).sum(-1) / w.sum(-1).clamp_min(1.0)
 
 
-def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean cross-entropy of ``logits`` ``[..., N, C]`` against labels ``y`` ``[..., N]`` over present points: ``[...]``."""
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
     return masked_mean(ce.reshape(y.shape), mask)
 
 
-def squared_error_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def squared_error_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over present points of the squared error averaged over Dy; ``pred``, ``y``: ``[..., N, Dy]`` -> ``[...]``."""
     return masked_mean(((pred - y) ** 2).mean(-1), mask)
 
@@ -92,7 +99,7 @@ def as_batched(loss: TaskLoss | BatchedLoss) -> BatchedLoss:
 
 
 def loss_gradient(
-    loss: BatchedLoss, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, create_graph: bool
+    loss: BatchedLoss, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, create_graph: bool
 ) -> Params:
     """Gradient of each of B losses with respect to its own parameter slice, ``{name: [B, *shape]}``.
 
@@ -117,7 +124,7 @@ def _steps(
     params: Params,
     x: torch.Tensor,
     y: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     steps: int,
     lr: float | Mapping[str, torch.Tensor],
     first_order: bool,
@@ -149,11 +156,13 @@ def chunked(fn: Callable[..., torch.Tensor], chunk_size: int | None, params: Par
     ``args`` that are ``None`` are passed as ``None`` to every chunk.
     """
     n = next(iter(params.values())).shape[0]
+    if chunk_size is None or chunk_size >= n:
+        return fn(params, *args)  # no slicing: a slice costs a view and a zero-filled backward
     parts = [
         fn({k: v[c] for k, v in params.items()}, *(None if a is None else a[c] for a in args))
         for c in chunks(n, chunk_size)
     ]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    return torch.cat(parts)
 
 
 def stacked_gradient_steps(
@@ -161,7 +170,7 @@ def stacked_gradient_steps(
     params: Params,
     x: torch.Tensor,
     y: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     steps: int,
     lr: float | Mapping[str, torch.Tensor],
     first_order: bool = False,
@@ -172,7 +181,7 @@ def stacked_gradient_steps(
     Args:
         loss: per-task loss (with an optional ``batched`` form, see the module docstring).
         params: ``{name: [B, *shape]}``, task b's starting parameters at slice b.
-        x: ``[B, S, ...]``; y: ``[B, S]`` or ``[B, S, Dy]``; mask: ``[B, S]`` bool.
+        x: ``[B, S, ...]``; y: ``[B, S]`` or ``[B, S, Dy]``; mask: ``[B, S]`` bool or ``None``.
         steps, lr, first_order: as in :func:`gradient_steps`.
         chunk_size: tasks per chunk (``None``: all at once); caps peak memory.
 
@@ -183,12 +192,12 @@ def stacked_gradient_steps(
         return dict(params)
     fn = as_batched(loss)
     n = x.shape[0]
+    if chunk_size is None or chunk_size >= n:
+        return _steps(fn, dict(params), x, y, mask, steps, lr, first_order)
     parts = [
-        _steps(fn, {k: v[c] for k, v in params.items()}, x[c], y[c], mask[c], steps, lr, first_order)
+        _steps(fn, {k: v[c] for k, v in params.items()}, x[c], y[c], None if mask is None else mask[c], steps, lr, first_order)
         for c in chunks(n, chunk_size)
     ]
-    if len(parts) == 1:
-        return parts[0]
     return {k: torch.cat([p[k] for p in parts]) for k in params}
 
 
@@ -197,7 +206,7 @@ def batched_gradient_steps(
     params: Params,
     x: torch.Tensor,
     y: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     steps: int,
     lr: float | Mapping[str, torch.Tensor],
     first_order: bool = False,
@@ -210,7 +219,7 @@ def batched_gradient_steps(
             is used, see the module docstring).
         params: starting parameters theta, shared by all tasks (no task dimension); may
             require grad for meta-gradients.
-        x: ``[T, S, ...]``; y: ``[T, S]`` or ``[T, S, Dy]``; mask: ``[T, S]`` bool.
+        x: ``[T, S, ...]``; y: ``[T, S]`` or ``[T, S, Dy]``; mask: ``[T, S]`` bool or ``None``.
         steps: number of steps K >= 0.
         lr: a scalar step size, or one tensor per parameter (Meta-SGD), broadcastable to it.
         first_order: drop second-order terms (FOMAML).
@@ -229,7 +238,7 @@ def gradient_steps(
     params: Params,
     x: torch.Tensor,
     y: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     steps: int,
     lr: float | Mapping[str, torch.Tensor],
     first_order: bool = False,
@@ -241,7 +250,7 @@ def gradient_steps(
         params: starting parameters (theta); may require grad for meta-gradients.
         x: ``[S, ...]`` support inputs of one task.
         y: ``[S]`` labels or ``[S, Dy]`` targets.
-        mask: ``[S]`` bool, True where a point is present.
+        mask: ``[S]`` bool, True where a point is present, or ``None`` (all present).
         steps: number of steps K >= 0.
         lr: a scalar step size, or one tensor per parameter (Meta-SGD), broadcastable to it.
         first_order: drop second-order terms (FOMAML).
@@ -249,5 +258,7 @@ def gradient_steps(
     Returns:
         The adapted parameters phi_K (same keys and shapes as ``params``).
     """
-    out = batched_gradient_steps(loss, params, x[None], y[None], mask[None], steps, lr, first_order)
+    out = batched_gradient_steps(
+        loss, params, x[None], y[None], None if mask is None else mask[None], steps, lr, first_order
+    )
     return {k: v[0] for k, v in out.items()}

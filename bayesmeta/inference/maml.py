@@ -176,23 +176,28 @@ class MAML(GradientLearner):
             return support_x
         return support_forward(self.model.features, self.model, support_x, support_mask, set_dim=1)
 
-    def _support_problem(self, support: SupportSet) -> tuple[TaskLoss, torch.Tensor, torch.Tensor]:
+    def _support_problem(
+        self, support: SupportSet, frozen: Params | None = None
+    ) -> tuple[TaskLoss, torch.Tensor, torch.Tensor | None]:
         """The support loss of one task, and what it consumes for every task.
 
         Returns:
-            ``(loss(params, inputs, y, mask), inputs [T, S, ...], mask [T, S])``: inputs are raw
-            inputs, or body features under ANIL.
+            ``(loss(params, inputs, y, mask), inputs [T, S, ...], mask [T, S] or None)``: inputs
+            are raw inputs, or body features under ANIL; the mask is ``None`` when no support
+            point is padded.
         """
-        _, frozen = self._split_params()
+        if frozen is None:
+            _, frozen = self._split_params()
         f = self._forward_fn(frozen)
         loss = self.support_loss(support.n_way is not None, f, self._inner_context() is not None)
         check_input_shape(self.model, support.x, "support_x")
         self.check_out_dim(support.n_way)
-        return loss, self._support_inputs(support.x, support.mask), full_mask(support.x, support.mask)
+        # mask None (no padding): plain means in the inner loop, no weights to differentiate
+        return loss, self._support_inputs(support.x, support.mask), support.mask
 
     def _adapt(self, support: SupportSet, steps: int, first_order: bool) -> MAMLPosterior:
-        adapted, _ = self._split_params()
-        loss, inputs, mask = self._support_problem(support)
+        adapted, frozen = self._split_params()
+        loss, inputs, mask = self._support_problem(support, frozen)
         new = batched_gradient_steps(
             self._inner_loss(loss, adapted), adapted, inputs, support.y, mask, steps, self._step_sizes(),
             first_order=first_order, chunk_size=self.chunk_size,
@@ -268,7 +273,14 @@ class MAML(GradientLearner):
             The mean cross-entropy (with ``accuracy``) or mean squared error averaged over Dy
             (with ``mse``).
         """
-        w = full_mask(batch.query_x, batch.query_mask).to(out.dtype)
+        if batch.query_mask is None:  # no padded query: plain means
+            if batch.is_classification:
+                loss = torch.nn.functional.cross_entropy(out.flatten(0, 1), batch.query_y.flatten())
+                acc = (out.argmax(-1) == batch.query_y).to(out.dtype).mean()
+                return loss, {"accuracy": float(acc)}
+            mse = ((out - batch.query_y) ** 2).mean()
+            return mse, {"mse": float(mse.detach())}
+        w = batch.query_mask.to(out.dtype)
         if batch.is_classification:
             ce = torch.nn.functional.cross_entropy(out.flatten(0, 1), batch.query_y.flatten(), reduction="none")
             loss = (ce * w.flatten()).sum() / w.sum()

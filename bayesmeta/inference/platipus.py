@@ -155,7 +155,7 @@ class PLATIPUS(ParticleLearner):
     def _step(self, s: SupportSet, lr: Params) -> Params:
         """One gradient step from ``mu_theta`` on every task's set with per-entry ``lr``: ``[T, *shape]``."""
         return batched_gradient_steps(
-            self.support_loss(s.n_way is not None), self.prior.mean, s.x, s.y, full_mask(s.x, s.mask), 1, lr,
+            self.support_loss(s.n_way is not None), self.prior.mean, s.x, s.y, s.mask, 1, lr,
             chunk_size=self.chunk_size,
         )
 
@@ -172,7 +172,7 @@ class PLATIPUS(ParticleLearner):
         phi = stacked_gradient_steps(
             self.support_loss(s.n_way is not None),
             {k: v.reshape(t * m, *v.shape[2:]) for k, v in theta.items()},
-            flat(s.x), flat(s.y), flat(full_mask(s.x, s.mask)), steps, self.inner_lr,
+            flat(s.x), flat(s.y), None if s.mask is None else flat(s.mask), steps, self.inner_lr,
             chunk_size=self._particle_chunk(m),
         )
         return {k: v.reshape(t, m, *v.shape[1:]) for k, v in phi.items()}

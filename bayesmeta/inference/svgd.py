@@ -370,7 +370,7 @@ def batched_svgd_steps(
     particles: Params,
     x: torch.Tensor,
     y: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     steps: int,
     lr: float,
     bandwidth: float | torch.Tensor | None = None,
@@ -391,7 +391,8 @@ def batched_svgd_steps(
         log_target, steps, lr, bandwidth, normalize, prior: as in :func:`svgd_steps`; the
             prior is shared by all tasks.
         particles: ``{name: [T, M, *shape]}``, one particle set per task.
-        x: ``[T, S, ...]``; y: ``[T, S]`` or ``[T, S, Dy]``; mask: ``[T, S]`` bool.
+        x: ``[T, S, ...]``; y: ``[T, S]`` or ``[T, S, Dy]``; mask: ``[T, S]`` bool or ``None``
+            (every point present).
         temperature: a number, or a ``[T]`` tensor (one weight per task).
         chunk_size: tasks per chunk (``None``: all at once); caps peak memory.
 
@@ -405,7 +406,7 @@ def batched_svgd_steps(
     if chunk_size is not None and chunk_size < t:
         parts = [
             batched_svgd_steps(
-                log_target, {k: v[c] for k, v in particles.items()}, x[c], y[c], mask[c], steps, lr, bandwidth,
+                log_target, {k: v[c] for k, v in particles.items()}, x[c], y[c], None if mask is None else mask[c], steps, lr, bandwidth,
                 temperature[c] if per_task_temp else temperature, normalize, prior, None,
             )
             for c in chunks(t, chunk_size)
@@ -416,7 +417,7 @@ def batched_svgd_steps(
     def flat(v: torch.Tensor) -> torch.Tensor:  # [T, ...] -> [T * M, ...], task t's rows repeated
         return v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
 
-    xf, yf, mf = flat(x), flat(y), flat(mask)
+    xf, yf, mf = flat(x), flat(y), None if mask is None else flat(mask)
     if not torch.is_grad_enabled():
         particles = {k: v.detach() for k, v in particles.items()}
     second_order = torch.is_grad_enabled() and any(v.requires_grad for v in particles.values())

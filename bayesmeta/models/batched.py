@@ -38,10 +38,14 @@ def sub_params(params: Params, prefix: str) -> Params:
 
 
 def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x W_t^T + b_t`` per task: x ``[T, N, in]``, weight ``[T, out, in]``, bias ``[T, out]`` -> ``[T, N, out]``."""
+    """``x W_t^T + b_t`` per task: x ``[T, *B, in]``, weight ``[T, out, in]``, bias ``[T, out]`` -> ``[T, *B, out]``."""
+    # no reshape when x is [T, N, in] already: every view is a node in the (double) backward
+    h = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])
     if bias is None:
-        return torch.bmm(x, weight.transpose(1, 2))
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        h = torch.bmm(h, weight.transpose(1, 2))
+    else:
+        h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+    return h if x.dim() == 3 else h.reshape(*x.shape[:-1], h.shape[-1])
 
 
 def batched_conv2d(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv2d) -> torch.Tensor:
@@ -79,18 +83,20 @@ def batched_call(
 ) -> torch.Tensor:
     """``model`` with task t's parameters on task t's inputs: ``[T, N, ...] -> [T, N, out]``.
 
-    Uses ``model.batched_forward`` when the backbone defines one and ``params`` holds all its
-    parameters; otherwise :func:`vmap_call` (any backbone).
+    Uses ``model.batched_forward`` when the backbone defines one (and batched matrix products
+    for a bare ``nn.Linear``, ANIL's head); otherwise :func:`vmap_call` (any backbone).
 
     Args:
         model: the backbone.
-        params: ``{name: [T, *shape]}``, a subset of the backbone's parameters; the others keep
-            their (shared) values.
+        params: ``{name: [T, *shape]}`` for *every* parameter of the backbone (expand shared
+            ones: ``p.unsqueeze(0).expand(T, *p.shape)`` costs nothing).
         x: ``[T, N, ...]``.
         context_mask: ``[T, N]`` bool, for a context-normalized backbone.
     """
+    if type(model) is nn.Linear:
+        return batched_linear(x, params["weight"], params.get("bias"))
     fast: Callable[..., torch.Tensor] | None = getattr(model, "batched_forward", None)
-    if fast is not None and len(params) == sum(1 for _ in model.parameters()):
+    if fast is not None:
         return fast(params, x, context_mask)
     return vmap_call(model, params, x, context_mask)
 

@@ -79,8 +79,7 @@ class MLP(nn.Module):
         """
         if not self._batchable:  # an activation with parameters: the generic route
             return vmap_call(self, params, x)
-        t = x.shape[0]
-        h = x.reshape(t, -1, x.shape[-1])
+        h = x
         for i, layer in enumerate(self.body):
             if isinstance(layer, nn.Linear):
                 h = batched_linear(h, params[f"body.{i}.weight"], params.get(f"body.{i}.bias"))
@@ -88,4 +87,4 @@ class MLP(nn.Module):
                 h = layer(h)  # parameter-free activation, elementwise
         if self.head is not None:
             h = batched_linear(h, params["head.weight"], params.get("head.bias"))
-        return h.reshape(*x.shape[:-1], h.shape[-1])
+        return h
