@@ -95,7 +95,13 @@ def as_batched(loss: TaskLoss | BatchedLoss) -> BatchedLoss:
     fast = getattr(loss, "batched", None)
     if fast is not None:
         return fast
-    return vmap(loss, randomness="different")
+    over_tasks = vmap(loss, randomness="different")
+    no_mask = vmap(loss, in_dims=(0, 0, 0, None), randomness="different")
+
+    def batched(p: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return no_mask(p, x, y, None) if mask is None else over_tasks(p, x, y, mask)
+
+    return batched
 
 
 def loss_gradient(
