@@ -61,7 +61,6 @@ from bayesmeta.inference.base import StepOutput, TaskKind
 from bayesmeta.inference.gradient_base import (
     Noise,
     check_finite_params,
-    full_mask,
     option_float,
     option_int,
 )
@@ -205,15 +204,22 @@ class BMAML(ParticleLearner):
         params = dict(self.model.named_parameters())
         out: Params = {}
         for k, p in params.items():
-            stack = p.unsqueeze(0)
-            if self.extra_particles is not None:
-                stack = torch.cat([stack, self.extra_particles[k.replace(".", "__")]], 0)
+            if self.extra_particles is None:
+                out[k] = p.expand(t, 1, *p.shape)  # one view op: every node is paid again in the backward
+                continue
+            stack = torch.cat([p.unsqueeze(0), self.extra_particles[k.replace(".", "__")]], 0)
             out[k] = stack.unsqueeze(0).expand(t, *stack.shape)
         return out
 
-    def _scale(self, mask: torch.Tensor, n_way: int | None, dy: int) -> torch.Tensor:
-        """``tau_t`` of every task (``[T]``): the factor turning the log posterior into MAML's units."""
-        s = mask.sum(1).to(self._dtype())
+    def _scale(self, x: torch.Tensor, mask: torch.Tensor | None, n_way: int | None, dy: int) -> torch.Tensor:
+        """``tau_t`` of every task (``[T]``): the factor turning the log posterior into MAML's units.
+
+        ``x``: the support inputs ``[T, S, ...]``; ``mask``: ``[T, S]`` bool, or ``None`` (all S present).
+        """
+        if mask is None:
+            s = torch.full(x.shape[:1], float(x.shape[1]), dtype=self._dtype(), device=x.device)
+        else:
+            s = mask.sum(1).to(self._dtype())
         if n_way is not None:
             return 1.0 / s
         var = torch.as_tensor(self.noise_variance(), dtype=s.dtype, device=s.device).detach()
@@ -223,7 +229,6 @@ class BMAML(ParticleLearner):
         return next(self.model.parameters()).dtype
 
     def _svgd(self, particles: Params, s: SupportSet, steps: int) -> Params:
-        mask = full_mask(s.x, s.mask)
         is_cls = s.n_way is not None
         dy = 1 if is_cls else s.y.shape[-1]
         loss = self.support_loss(is_cls)
@@ -242,7 +247,7 @@ class BMAML(ParticleLearner):
         log_target = with_batched(lambda p, x, y, m: -loss(p, x, y, m), lambda p, x, y, m: -batched(p, x, y, m))
         return batched_svgd_steps(
             log_target, particles, s.x, s.y, s.mask, steps, self.inner_lr,
-            bandwidth=self.bandwidth, temperature=self._scale(mask, s.n_way, dy), normalize=self.normalize,
+            bandwidth=self.bandwidth, temperature=self._scale(s.x, s.mask, s.n_way, dy), normalize=self.normalize,
             prior=prior, chunk_size=self.chunk_size,
         )
 
@@ -267,11 +272,12 @@ class BMAML(ParticleLearner):
         out = self._particle_outputs(
             follower, batch.query_x, batch.support_x, batch.support_mask, batch.query_mask
         )  # [T, M, Q, out]
-        qmask = full_mask(batch.query_x, batch.query_mask)
-        metrics = self._query_metrics(out, batch)
+        qmask = batch.query_mask  # None: no padded query, plain means
         if self.objective == "nll":
             loss = self._mixture_nll(out, batch.query_y, qmask, batch.is_classification)
+            metrics = self._query_metrics(out, batch, nll=float(loss.detach()))
         else:
+            metrics = self._query_metrics(out, batch)
             with torch.no_grad():
                 leader = self._svgd({k: v.detach() for k, v in follower.items()}, batch.joint(), self.leader_steps)
             check_finite_params(leader, "the chaser's leader")

@@ -64,15 +64,19 @@ Noise = float | Literal["learned"]
 def check_finite_params(params: Params, what: str) -> None:
     """Raise :class:`NumericalError` if any adapted parameter holds NaN/Inf.
 
-    Called once per inner loop (all tasks and particles at once), never inside it: one fused
-    reduction and one host sync on the happy path; the per-parameter names only when it fails.
+    Called once per inner loop (all tasks and particles at once), never inside it. The happy
+    path is one sum per parameter and one host sync: a sum is finite only if every entry is (a
+    NaN or an infinity makes it NaN or infinite), so a finite total proves every parameter
+    finite. Only a non-finite total (which a finite sum overflowing could also give) runs the
+    exact per-parameter test that names the culprits.
     """
     if not params:
         return
-    flags = torch.stack([torch.isfinite(v).all() for v in params.values()])
-    if bool(flags.all()):
-        return
-    bad = [k for k, ok in zip(params, flags.tolist()) if not ok]
+    with torch.no_grad():
+        total = torch.stack([v.detach().sum(dtype=torch.float64 if v.dtype == torch.float64 else None) for v in params.values()])
+        if bool(torch.isfinite(total).all()):
+            return
+        bad = [k for k, v in params.items() if not bool(torch.isfinite(v).all())]
     if bad:
         raise NumericalError(
             f"particles: {what} produced NaN/Inf in {bad}; the inner loop diverged or the "

@@ -26,6 +26,13 @@ from bayesmeta.tasks.batch import SupportSet, TaskBatch
 
 __all__ = ["ParticleLearner", "ParticlePosterior"]
 
+
+def _log_mean_exp(comp: torch.Tensor) -> torch.Tensor:
+    """``log mean_m exp(comp[:, m])`` over dim 1 of ``[T, M, Q]``; exactly ``comp[:, 0]`` for M = 1."""
+    if comp.shape[1] == 1:
+        return comp[:, 0]
+    return torch.logsumexp(comp, 1) - math.log(comp.shape[1])
+
 @dataclass
 class ParticlePosterior(TaskPosterior):
     """An empirical posterior: M parameter sets per task (SVGD particles or posterior samples).
@@ -80,14 +87,15 @@ class ParticleLearner(GradientLearner):
         t, m = next(iter(params.values())).shape[:2]
 
         def flat(v: torch.Tensor) -> torch.Tensor:  # [T, ...] -> [T * M, ...], task t's rows repeated
-            return v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
+            return v if m == 1 else v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
 
-        # every particle of every task is one parameter set of the batched forward
-        flat_params = {k: v.reshape(t * m, *v.shape[2:]) for k, v in params.items()}
+        # every particle of every task is one parameter set of the batched forward (M = 1: a
+        # squeeze, the fewest nodes in the graph the meta-gradient goes back through)
+        flat_params = {k: v.squeeze(1) if m == 1 else v.reshape(t * m, *v.shape[2:]) for k, v in params.items()}
         mode = context_mode(self.model)
         if mode is None:
             out = chunked(fb, self._particle_chunk(m), flat_params, flat(x))
-            return out.reshape(t, m, *out.shape[1:])
+            return out.unsqueeze(1) if m == 1 else out.reshape(t, m, *out.shape[1:])
         qm = full_mask(x, query_mask)
         if mode == "self" or support_x is None:
             support_x, support_mask = x, qm
@@ -98,7 +106,7 @@ class ParticleLearner(GradientLearner):
             return query_forward(lambda inp, context_mask=None: fb(p, inp, context_mask), self.model, xq, xs, ms, 1, mq)
 
         out = chunked(sets, self._particle_chunk(m), flat_params, flat(x), flat(support_x), flat(support_mask), flat(qm))
-        return out.reshape(t, m, *out.shape[1:])
+        return out.unsqueeze(1) if m == 1 else out.reshape(t, m, *out.shape[1:])
 
     def _particle_chunk(self, m: int) -> int | None:
         """Parameter sets per chunk of the flattened ``[T * M]`` batch: ``chunk_size`` tasks' worth."""
@@ -109,38 +117,43 @@ class ParticleLearner(GradientLearner):
 
     # ----------------------------------------------------------- predictive
     def _mixture_nll(
-        self, out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, is_cls: bool, detach_outputs: bool = False
+        self, out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, is_cls: bool, detach_outputs: bool = False
     ) -> torch.Tensor:
         """Mean NLL of the particle mixture over present query points (per output dim, regression).
 
         Args:
             out: ``[T, M, Q, out]`` particle outputs.
             y: ``[T, Q]`` labels or ``[T, Q, Dy]`` targets.
-            mask: ``[T, Q]`` bool.
+            mask: ``[T, Q]`` bool, or ``None`` (no padded query point).
             is_cls: classification.
             detach_outputs: cut the outputs from the graph (fits only the noise).
         """
         if detach_outputs:
             out = out.detach()
-        m = out.shape[1]
         if is_cls:
             lp = torch.log_softmax(out, -1)  # [T, M, Q, C]
             comp = lp.gather(-1, y.unsqueeze(1).expand(*lp.shape[:3]).unsqueeze(-1)).squeeze(-1)  # [T, M, Q]
-            per_point = -(torch.logsumexp(comp, 1) - math.log(m))
+            per_point = -_log_mean_exp(comp)
         else:
             var = torch.as_tensor(self.noise_variance(), dtype=out.dtype, device=out.device)
             comp = gaussian_log_density(y.unsqueeze(1), out, var).sum(-1)  # [T, M, Q]
             # per output dimension, like MAML's squared error averaged over Dy
-            per_point = -(torch.logsumexp(comp, 1) - math.log(m)) / out.shape[-1]
+            per_point = -_log_mean_exp(comp) / out.shape[-1]
+        if mask is None:
+            return per_point.mean()
         w = mask.to(per_point.dtype)
         return (per_point * w).sum() / w.sum()
 
-    def _query_metrics(self, out: torch.Tensor, batch: TaskBatch) -> dict[str, float]:
-        """Detached diagnostics of the mixture on the query set (``mse``/``accuracy``, ``nll``)."""
+    def _query_metrics(self, out: torch.Tensor, batch: TaskBatch, nll: float | None = None) -> dict[str, float]:
+        """Detached diagnostics of the mixture on the query set (``mse``/``accuracy``, ``nll``).
+
+        ``nll``: the mixture NLL when the caller has computed it already (it is the loss).
+        """
         with torch.no_grad():
             mask = full_mask(batch.query_x, batch.query_mask)
             w = mask.to(out.dtype)
-            nll = float(self._mixture_nll(out, batch.query_y, mask, batch.is_classification))
+            if nll is None:
+                nll = float(self._mixture_nll(out, batch.query_y, mask, batch.is_classification))
             if batch.is_classification:
                 probs = torch.softmax(out, -1).mean(1)  # [T, Q, C]
                 acc = ((probs.argmax(-1) == batch.query_y).to(out.dtype) * w).sum() / w.sum()

@@ -415,12 +415,23 @@ def batched_svgd_steps(
     target = as_batched(log_target)
 
     def flat(v: torch.Tensor) -> torch.Tensor:  # [T, ...] -> [T * M, ...], task t's rows repeated
-        return v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
+        return v if m == 1 else v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
 
     xf, yf, mf = flat(x), flat(y), None if mask is None else flat(mask)
     if not torch.is_grad_enabled():
         particles = {k: v.detach() for k, v in particles.items()}
     second_order = torch.is_grad_enabled() and any(v.requires_grad for v in particles.values())
+    if m == 1:
+        # K = [[1]]: exactly gradient ascent, no kernel; the steps run on [T, *shape] views
+        # (squeeze, not reshape: the starting particles may be a stride-0 expansion)
+        flat = {k: v.squeeze(1) for k, v in particles.items()}
+        for _ in range(steps):
+            score = loss_gradient(target, flat, xf, yf, mf, create_graph=second_order)
+            if prior is not None:
+                ps = _gaussian_prior_score(flat, prior)
+                score = {k: v + _per_task(temperature, v) * ps[k] for k, v in score.items()}
+            flat = {k: p + lr * score[k] for k, p in flat.items()}
+        return {k: v.unsqueeze(1) for k, v in flat.items()}
     update = vmap(stein_update, in_dims=(0, 0, None, None, 0 if per_task_temp else None, None))
     for _ in range(steps):
         flat_p = {k: v.reshape(t * m, *v.shape[2:]) for k, v in particles.items()}
@@ -429,10 +440,7 @@ def batched_svgd_steps(
         if prior is not None:
             ps = _gaussian_prior_score(particles, prior)
             score = {k: v + _per_task(temperature, v) * ps[k] for k, v in score.items()}
-        if m == 1:  # K = [[1]]: exactly gradient ascent, no kernel
-            particles = {k: p + lr * score[k] for k, p in particles.items()}
-        else:
-            particles = update(particles, score, lr, bandwidth, temperature, normalize)
+        particles = update(particles, score, lr, bandwidth, temperature, normalize)
     return particles
 
 
