@@ -51,10 +51,12 @@ def bin_index(conf: torch.Tensor, mask: torch.Tensor | None, n_bins: int, binnin
         # Same bins as bucketize(conf, linspace(0, 1, K + 1), right=True) - 1, at a quarter of its
         # cost: floor(conf * K) is off by at most one where rounding differs from the edges, and
         # the two comparisons against the exact edges correct that.
+        # The corrections subtract/add the comparisons' bool results in place (no int64 copies of
+        # them), and the upper edge is looked up in a view of the edges (no ``idx + 1`` tensor).
         edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=conf.dtype, device=conf.device)
         idx = (conf * n_bins).long().clamp_(0, n_bins - 1)
-        idx -= (conf < edges[idx]).long()
-        idx += (conf >= edges[idx + 1]).long()
+        idx.add_(conf < edges[idx], alpha=-1)  # (`-=` refuses a bool operand)
+        idx += conf >= edges[1:][idx]
         return idx.clamp_(0, n_bins - 1)
     n_points = conf.shape[-1]
     key = conf if mask is None else conf.masked_fill(~mask, float("inf"))
@@ -94,11 +96,11 @@ def bin_stats(
     lead, n = conf.shape[:-1], conf.shape[-1]
     idx2 = idx.reshape(-1, n)
     if mask is None:
-        w = torch.ones_like(conf)
+        w = conf.new_ones(()).expand_as(conf)  # counts: a stride-0 view, no N-sized tensor of ones
     else:
         w = mask.to(conf.dtype)
-        conf = torch.where(mask, conf, torch.zeros_like(conf))
-        hit = torch.where(mask, hit, torch.zeros_like(hit))
+        conf = conf * w
+        hit = hit * w
     out = []
     for src in (w, conf, hit):
         acc = torch.zeros(idx2.shape[0], n_bins, dtype=conf.dtype, device=conf.device)
