@@ -132,9 +132,14 @@ class MetaLearner(nn.Module, abc.ABC):
         """Raise :class:`InvalidValueError` if ``x`` is on another device or float dtype than the
         learner (torch's own error names neither); the trainer and evaluator convert at the
         boundary with :func:`bayesmeta.devices.batch_to_learner`, direct callers use ``batch.to``."""
-        params = [t for t in self.parameters() if t.is_floating_point()]
-        if not params or not isinstance(x, torch.Tensor):
+        if not isinstance(x, torch.Tensor):
             return
+        first = next((t for t in self.parameters() if t.is_floating_point()), None)
+        if first is None:
+            return
+        if x.device == first.device and (not x.is_floating_point() or x.dtype == first.dtype):
+            return  # the common case, without walking every parameter on every step
+        params = [t for t in self.parameters() if t.is_floating_point()]
         p = params[0]
         # A learner may keep a few scalars in another dtype than its backbone (a float32 noise
         # next to a .double() model): only data matching none of the parameters is refused.
