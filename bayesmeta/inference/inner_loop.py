@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
+from bayesmeta.masked import masked_mean
+
 __all__ = [
     "BatchedLoss",
     "Params",
@@ -46,7 +48,6 @@ __all__ = [
     "cross_entropy_loss",
     "gradient_steps",
     "loss_gradient",
-    "masked_mean",
     "squared_error_loss",
     "stacked_gradient_steps",
     "with_batched",
@@ -61,29 +62,17 @@ TaskLoss = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor | None], t
 BatchedLoss = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``values`` (``[..., N]``) over entries where ``mask`` (``[..., N]`` bool) is True: ``[...]``.
-
-    ``mask=None`` means every point is present (a plain mean: no weights to build and
-    differentiate through, which matters in the inner loop's small, many-op graphs).
-    """
-    if mask is None:
-        return values.mean(-1)
-    w = mask.to(values.dtype)
-    return (values * w).sum(-1) / w.sum(-1).clamp_min(1.0)
-
-
 def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean cross-entropy of ``logits`` ``[..., N, C]`` against labels ``y`` ``[..., N]`` over present points: ``[...]``."""
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-    return masked_mean(ce.reshape(y.shape), mask)
+    return masked_mean(ce.reshape(y.shape), mask, dim=-1)
 
 
 def squared_error_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over present points of the squared error averaged over Dy; ``pred``, ``y``: ``[..., N, Dy]`` -> ``[...]``."""
     if mask is None:  # one reduction: every op is paid again in the backward and double backward
         return ((pred - y) ** 2).mean((-2, -1))
-    return masked_mean(((pred - y) ** 2).mean(-1), mask)
+    return masked_mean(((pred - y) ** 2).mean(-1), mask, dim=-1)
 
 
 def with_batched(loss: TaskLoss, batched: BatchedLoss) -> TaskLoss:
