@@ -29,14 +29,18 @@ def interleaved(
     Returns:
         ``{name: {"median_ms", "ratio", "ratio_q25", "ratio_q75"}}``.
     """
+    # CUDA kernels run asynchronously: wait for them, or the time is the launch time only
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
     for _ in range(warmup):
         for fn in contenders.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - t0)
     out: dict[str, dict[str, float]] = {}
     for name, ts in times.items():

@@ -139,7 +139,7 @@ def main() -> None:
     result: dict[str, object] = {"benchmark": "maml_meta_step", "machine": machine(), "repeats": args.repeats}
     if args.only in (None, "mlp"):
         result["mlp_sinusoid_25x10+10_k1"] = mlp_setup(args.repeats, device, 25)
-    if args.only in (None, "conv4"):
+    if args.only in (None, "conv4"):  # --device cuda: untested here (no GPU in the issue-14 session)
         result["conv4_32_omniglot_5w1s_q5_t8_k1"] = conv4_setup(max(5, args.repeats // 5), device, 8)
     print(json.dumps(result, indent=2))
 
