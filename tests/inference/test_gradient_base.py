@@ -72,3 +72,28 @@ def test_config_keys_are_the_constructor_options(name: str) -> None:
     params = inspect.signature(cls.__init__).parameters
     expected = tuple(p for p in params if p not in ("self", "model", "backbone"))
     assert cls.config_keys == expected == constructor_options(cls)
+
+
+@pytest.mark.parametrize("name", ["bmaml", "platipus"])
+def test_task_kind_none_leaves_the_regression_noise_out_of_a_classification_loss(name: str) -> None:
+    """A particle learner built for either kind keeps a learned regression noise; a classification
+    batch must train without it (it used to be fitted as a Gaussian on class labels: a raw shape error)."""
+    from bayesmeta.inference import BMAML, PLATIPUS
+    from bayesmeta.models import MLP, Conv4
+    from tests.inference.test_contract import N_WAY, classification_batch, regression_batch
+
+    def build(model: torch.nn.Module):
+        return BMAML(model, n_particles=2) if name == "bmaml" else PLATIPUS(model, n_samples=2)
+
+    torch.manual_seed(0)
+    learner = build(Conv4(out_features=N_WAY, hidden=8))
+    assert learner.log_noise is not None  # task_kind=None: the noise exists for regression batches
+    out = learner.meta_loss(classification_batch(0))
+    assert torch.isfinite(out.loss) and "noise_std" not in out.metrics
+    out.loss.backward()
+    assert learner.log_noise.grad is None
+    # the same construction on a regression batch does fit the noise
+    reg = build(MLP(1, 1, hidden=(8,)))
+    out = reg.meta_loss(regression_batch(0))
+    out.loss.backward()
+    assert reg.log_noise is not None and reg.log_noise.grad is not None and float(reg.log_noise.grad.abs()) > 0
