@@ -5,18 +5,27 @@ Also ``python -m bayesmeta``. Errors the user can fix print one line,
 library's own :class:`~bayesmeta.exceptions.BayesMetaError`, a file-system error (a path that is
 a file, a folder without permission...) and a bad command line alike. Warnings (a diverging loss,
 a log line dropped on resume) are printed once each as ``bayesmeta: warning: <what>``.
+
+Under ``torchrun`` (``torchrun --standalone --nproc_per_node=N -m bayesmeta train ...``),
+``train`` and ``evaluate`` join the process group (:mod:`bayesmeta.distributed`): rank 0 prints
+and writes; an error that is the same on every process (a bad config, a NaN loss) is reported
+by rank 0 alone, a process that loses its peers reports it itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from bayesmeta.exceptions import BayesMetaError
+from bayesmeta.exceptions import BayesMetaError, ConfigError, DistributedError
+
+if TYPE_CHECKING:  # torch is imported only by the commands that need it
+    from bayesmeta.distributed.context import DistContext
 
 __all__ = ["main"]
 
@@ -157,14 +166,40 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _run(args: argparse.Namespace) -> None:
+def _distributed(args: argparse.Namespace) -> DistContext | None:
+    """Join the process group when started by torchrun (``train`` and ``evaluate`` only)."""
+    if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")):
+        return None  # not started by torchrun (the check of distributed.launched, without importing torch)
+    if args.command not in ("train", "evaluate"):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                f"{args.command}: only train and evaluate run on several processes; run "
+                f"`bayesmeta {args.command}` without torchrun"
+            )
+        return None
+    device = args.device
+    if device is None:
+        from bayesmeta.config import load_config
+        from bayesmeta.runs import load_run_config
+
+        cfg = load_config(args.config) if args.command == "train" else load_run_config(args.run_dir)
+        device = cfg["training"]["device"]
+    from bayesmeta.distributed import init_distributed
+
+    return init_distributed(device)
+
+
+def _run(args: argparse.Namespace, ctx: DistContext | None) -> None:
+    main_rank = ctx is None or ctx.is_main
     if args.command == "train":
         from bayesmeta.runs import train_run
 
         res = train_run(
             args.config, args.run_dir, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype,
-            progress=not args.no_progress,
+            progress=not args.no_progress, distributed=ctx,
         )
+        if not main_rank:
+            return
         if res.steps == res.resumed_from and res.resumed_from > 0:
             print(f"{args.run_dir} is already trained to step {res.steps}; nothing to do (give --steps > {res.steps} to train further)")
             return
@@ -180,8 +215,10 @@ def _run(args: argparse.Namespace) -> None:
         result = evaluate_run(
             args.run_dir, checkpoint=args.checkpoint, n_episodes=args.episodes, device=args.device, dtype=args.dtype,
             max_tasks_per_call=args.max_tasks_per_call, progress=not args.no_progress,
-            calibrate=args.calibrate, alpha=args.alpha, score=args.score,
+            calibrate=args.calibrate, alpha=args.alpha, score=args.score, distributed=ctx,
         )
+        if not main_rank:
+            return
         print(result.table())
         if result.calibrated is not None:
             print(f"calibrator fitted on {result.calibrated.n_calibration_tasks} validation tasks: {result.calibrated.calibrator}")
@@ -222,21 +259,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a bad command line (already printed)
         return int(e.code) if isinstance(e.code, int) else EXIT_ERROR
+    ctx: DistContext | None = None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning(sys.stderr)
         try:
-            _run(args)
+            ctx = _distributed(args)
+            _run(args, ctx)
         except BayesMetaError as e:
-            print(f"bayesmeta: error: {_one_line(e)}", file=sys.stderr)
+            if _reports(e, ctx):
+                print(f"bayesmeta: error: {_rank_prefix(ctx, e)}{_one_line(e)}", file=sys.stderr)
+            _shutdown(ctx, wait=False)
             return EXIT_ERROR
         except OSError as e:  # a path that is a file, no permission, disk full...
-            where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
-            print(f"bayesmeta: error:{where} {_one_line(e.strerror or e)}", file=sys.stderr)
+            if _reports(e, ctx):
+                where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
+                print(f"bayesmeta: error:{where} {_one_line(e.strerror or e)}", file=sys.stderr)
+            _shutdown(ctx, wait=False)
             return EXIT_ERROR
         except KeyboardInterrupt:
             print("bayesmeta: interrupted; a run resumes from its last checkpoint", file=sys.stderr)
+            _shutdown(ctx, wait=False)
             return 130
+    _shutdown(ctx)
     return 0
+
+
+def _shutdown(ctx: DistContext | None, *, wait: bool = True) -> None:
+    if ctx is not None:
+        from bayesmeta.distributed.context import shutdown
+
+        shutdown(ctx, wait=wait)
+
+
+def _rank_prefix(ctx: DistContext | None, error: BaseException) -> str:
+    if ctx is None or isinstance(error, DistributedError):  # a DistributedError names its rank
+        return ""
+    return f"[rank {ctx.rank}/{ctx.world_size}] "
+
+
+def _reports(error: BaseException, ctx: DistContext | None) -> bool:
+    """Whether this process prints ``error``: always in one process; in several, an error that
+    every process raises alike (a bad config, a NaN loss, marked by
+    :func:`bayesmeta.distributed.mark_shared` or raised by rank 0 for all) is printed by rank 0
+    only, and anything else (a lost peer, a failure of this process's own) by the process that met it."""
+    if getattr(error, "_bayesmeta_raised_on_rank0", False):  # collectives.FROM_MAIN
+        return False
+    if ctx is None and os.environ.get("RANK", "0") != "0" and not isinstance(error, DistributedError):
+        return False  # an error before the process group existed: the same on every rank
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,12 @@ predictives of ``calibration_episodes`` (validation episodes, never the test epi
 test episodes are scored raw and calibrated side by side: ``summary.json`` gains a ``calibrated``
 section (the fitted calibrator and its metrics with CIs) and ``calibrated_per_task.jsonl`` holds
 the calibrated per-task values. The raw results are identical with and without a calibrator.
+
+Several processes (``distributed=``, ``torchrun ... bayesmeta evaluate``): every process walks
+the episode stream, runs the learner on batches ``i`` with ``i % world_size == rank`` only, and
+rank 0 gathers the per-task results back into episode order. Since the RNG is re-seeded before
+every learner call and noise is drawn per task, the gathered results are identical to one
+process's, whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ from bayesmeta.calibration.apply import (
     stack_predictives,
 )
 from bayesmeta.devices import batch_to_learner
+from bayesmeta.distributed.collectives import broadcast_object, gather_objects
+from bayesmeta.distributed.context import DistContext
+from bayesmeta.distributed.sharding import owns_episode
 from bayesmeta.exceptions import BayesMetaError, CheckpointError, InvalidValueError
 from bayesmeta.inference.base import MetaLearner
 from bayesmeta.io import atomic_torch_save, safe_torch_load
@@ -250,6 +259,41 @@ class _PredictionBuffer:
         return out
 
 
+@dataclass
+class _EpisodeRecord:
+    """What one evaluation batch gave: per-task metrics (raw and calibrated, per learner call)
+    and the predictive tensors, tagged with the batch's index in the episode stream."""
+
+    index: int
+    per_task: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    calibrated: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    predictions: _PredictionBuffer = field(default_factory=_PredictionBuffer)
+
+
+def _gather_records(ctx: DistContext, records: list[_EpisodeRecord]) -> list[_EpisodeRecord]:
+    """Every process's records on rank 0, in stream order (an empty list elsewhere)."""
+    parts = gather_objects(ctx, records, "gathering the evaluation results")
+    if parts is None:
+        return []
+    return sorted((r for part in parts for r in part), key=lambda r: r.index)
+
+
+def _merge_records(
+    records: list[_EpisodeRecord],
+) -> tuple[dict[str, list[torch.Tensor]], dict[str, list[torch.Tensor]], _PredictionBuffer]:
+    """Concatenate records (already in stream order) into per-metric lists and one buffer."""
+    per_task: dict[str, list[torch.Tensor]] = {}
+    cal_task: dict[str, list[torch.Tensor]] = {}
+    buffer = _PredictionBuffer()
+    for rec in records:
+        for src, dst in ((rec.per_task, per_task), (rec.calibrated, cal_task)):
+            for k, v in src.items():
+                dst.setdefault(k, []).extend(v)
+        for k, v in rec.predictions.parts.items():
+            buffer.parts.setdefault(k, []).extend(v)
+    return per_task, cal_task, buffer
+
+
 def _task_chunks(batch: TaskBatch, size: int | None) -> Iterator[TaskBatch]:
     """``batch`` split into consecutive groups of at most ``size`` tasks."""
     if size is None or batch.n_tasks <= size:
@@ -311,6 +355,7 @@ def evaluate(
     max_tasks_per_call: int | None = 4,
     calibrator: Calibrator | str | None = None,
     calibration_episodes: Sequence[TaskBatch] | None = None,
+    distributed: DistContext | None = None,
 ) -> EvaluationResult:
     """Evaluate ``learner`` on fixed episodes.
 
@@ -338,6 +383,12 @@ def evaluate(
             ``calibration_episodes`` and the test metrics after it fill ``result.calibrated``.
         calibration_episodes: validation episodes to fit the calibrator on; required with a
             calibrator, and refused if they share a batch with ``episodes``.
+        distributed: this process's place in a multi-process evaluation
+            (:func:`bayesmeta.distributed.init_distributed`): every process passes the same
+            episodes; each evaluates its share of the batches and rank 0 gathers them. Every
+            process returns the same per-task metrics and summary; the predictive tensors are
+            kept on rank 0 only (``predictions`` is empty elsewhere). Each process fits the
+            calibrator itself, on all calibration episodes.
 
     Returns:
         :class:`EvaluationResult` over all tasks of all episodes, with the episode fingerprint
@@ -352,11 +403,12 @@ def evaluate(
         raise InvalidValueError("episodes: expected at least one TaskBatch, got an empty sequence")
     was_training = learner.training
     learner.eval()
-    per_task: dict[str, list[torch.Tensor]] = {}
-    cal_task: dict[str, list[torch.Tensor]] = {}
+    if distributed is not None and distributed.world_size == 1:
+        distributed = None
+    main = distributed is None or distributed.is_main
+    records: list[_EpisodeRecord] = []  # this process's episodes, in stream order
     fitted: Calibrator | None = None
     n_cal = 0
-    buffer = _PredictionBuffer()
     hasher = EpisodeHasher()
     kind: str | None = None
     n_total = len(episodes) if isinstance(episodes, Sized) else total
@@ -364,41 +416,53 @@ def evaluate(
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     torch.manual_seed(seed)
     start = time.perf_counter()
-    bar = tqdm(episodes, total=n_total, desc="evaluate", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(episodes, total=n_total, desc="evaluate", unit="batch", disable=not (progress and main), leave=False)
     try:
         with torch.no_grad():
             if calibrator is not None:
                 fitted, n_cal = _fit_calibrator(
                     learner, calibrator, calibration_episodes, episodes, kind, progress, seed, max_tasks_per_call
                 )
-            for episode in bar:
+            for index, episode in enumerate(bar):
                 hasher.update(episode)
                 if kind is None:
                     kind = "classification" if episode.is_classification else "regression"
+                if not owns_episode(index, distributed):
+                    continue  # another process evaluates this batch
+                rec = _EpisodeRecord(index)
                 for batch in _task_chunks(episode, max_tasks_per_call):
                     torch.manual_seed(seed)  # per call: a task's draws do not depend on its call
                     batch = batch_to_learner(batch, learner)
                     pred = learner(batch)
                     for k, v in task_metrics(pred, batch.query_y, batch.query_mask).items():
-                        per_task.setdefault(k, []).append(v.detach().double().cpu())
+                        rec.per_task.setdefault(k, []).append(v.detach().double().cpu())
                     if fitted is not None:
                         for k, v in calibrated_task_metrics(fitted, pred, batch.query_y, batch.query_mask).items():
-                            cal_task.setdefault(k, []).append(v.detach().double().cpu())
+                            rec.calibrated.setdefault(k, []).append(v.detach().double().cpu())
                     if keep_predictions:
-                        buffer.add(pred, batch)
+                        rec.predictions.add(pred, batch)
                     del pred, batch  # free the activations before the next forward pass
+                records.append(rec)
     finally:
         bar.close()
         torch.set_rng_state(rng_state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
         learner.train(was_training)
-    wall = time.perf_counter() - start
     if kind is None:
         raise InvalidValueError("episodes: expected at least one TaskBatch, got none")
+    if distributed is not None:
+        records = _gather_records(distributed, records)
+    per_task, cal_task, buffer = _merge_records(records)
+    wall = time.perf_counter() - start
     cat = {k: torch.cat(v) for k, v in per_task.items()}
+    if distributed is not None:  # every process returns the same numbers; rank 0 keeps the predictions
+        cat, cal_cat = broadcast_object(
+            distributed, (cat, {k: torch.cat(v) for k, v in cal_task.items()}), "sharing the evaluation results"
+        )
+        cal_task = {k: [v] for k, v in cal_cat.items()}
     label = method or type(learner).__name__
-    if progress:
+    if progress and main:
         tqdm.write(
             f"evaluate: {label} on {hasher.n_tasks} tasks in {wall:.1f} s "
             f"({hasher.n_tasks / max(wall, 1e-9):.1f} tasks/s)",

@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "NumericalError",
+    "DistributedError",
 ]
 
 
@@ -46,3 +47,7 @@ class DataError(BayesMetaError, ValueError):
 
 class NumericalError(BayesMetaError, ArithmeticError):
     """A computation produced NaN/Inf or failed numerically where it cannot be recovered."""
+
+
+class DistributedError(BayesMetaError, RuntimeError):
+    """A multi-process run cannot continue: a process died or the process group failed."""

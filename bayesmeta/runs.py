@@ -18,6 +18,7 @@ import hashlib
 import json
 import platform
 import warnings
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,11 @@ from bayesmeta.config import (
     task_kind,
 )
 from bayesmeta.devices import resolve_device, resolve_dtype
+from bayesmeta.distributed.collectives import run_on_main
+from bayesmeta.distributed.context import DistContext
 from bayesmeta.evaluation import EvaluationResult, evaluate
 from bayesmeta.exceptions import CheckpointError, ConfigError
-from bayesmeta.inference.base import MetaLearner
+from bayesmeta.inference.base import MetaLearner, StepOutput
 from bayesmeta.io import atomic_write_text
 from bayesmeta.training import MetaTrainer, TrainResult, config_fingerprint, load_checkpoint
 
@@ -119,7 +122,7 @@ def init_learner(
     return learner.to(device=dev, dtype=dt)
 
 
-def _write_run_info(run: Path, cfg: dict[str, Any], resumed: bool) -> None:
+def _write_run_info(run: Path, cfg: dict[str, Any], resumed: bool, world_size: int = 1) -> None:
     """Write ``run_info.json``; on resume keep the first session's record and warn if versions
     changed (bitwise reproducibility then no longer holds)."""
     path = run / "run_info.json"
@@ -130,6 +133,7 @@ def _write_run_info(run: Path, cfg: dict[str, Any], resumed: bool) -> None:
         "seed": cfg["training"]["seed"],
         "device": cfg["training"]["device"],
         "dtype": cfg["training"]["dtype"],
+        "world_size": world_size,
         **env,
     }
     if resumed and path.is_file():
@@ -147,9 +151,10 @@ def _write_run_info(run: Path, cfg: dict[str, Any], resumed: bool) -> None:
                     stacklevel=3,
                 )
             # the first session's record stays; a resume in another environment is appended
-            now = {k: info[k] for k in ("versions", "device")}
+            now = {k: info[k] for k in ("versions", "device", "world_size")}
             sessions = list(first.get("resumed_with", []))
-            if now != {k: first.get(k) for k in now} and (not sessions or sessions[-1] != now):
+            was = {k: first.get(k, 1 if k == "world_size" else None) for k in now}  # older records: 1 process
+            if now != was and (not sessions or sessions[-1] != now):
                 sessions.append(now)
             info = {**first, "config_sha256": info["config_sha256"]}
             if sessions:
@@ -166,6 +171,8 @@ def train_run(
     device: str | None = None,
     dtype: str | None = None,
     progress: bool = True,
+    distributed: DistContext | None = None,
+    callback: Callable[[int, StepOutput], None] | None = None,
 ) -> TrainResult:
     """Meta-train the config into ``run_dir``, resuming if it already holds a checkpoint.
 
@@ -177,11 +184,18 @@ def train_run(
         device: override ``training.device`` (may differ on resume).
         dtype: override ``training.dtype``.
         progress: tqdm bars.
+        distributed: this process's place in a multi-process run
+            (:func:`bayesmeta.distributed.init_distributed`, called by the CLI under
+            ``torchrun``): every process calls ``train_run`` with the same arguments; each trains
+            on its block of every meta-batch, on ``distributed.device``, and rank 0 alone checks
+            and writes the run directory. The run may be resumed with another number of processes.
+        callback: ``callback(step, output)`` after every step (see :class:`MetaTrainer`).
 
     Raises:
         ConfigError: a bad override, a ``run_dir`` that is a file, a device this machine lacks,
             or ``steps`` below the checkpoint's step.
         CheckpointError: ``run_dir`` holds a run of a different config.
+        DistributedError: another process died or stopped answering.
     """
     cfg = load_config(config) if isinstance(config, str | Path) else resolve_config(config)
     overrides = {"steps": steps, "seed": seed, "device": device, "dtype": dtype}
@@ -189,18 +203,27 @@ def train_run(
         cfg["training"].update({k: v for k, v in overrides.items() if v is not None})
         cfg = resolve_config(cfg, check_build=False)
     run = Path(run_dir)
-    _check_run_dir(run)
-    existing = run / "config.yaml"
-    resumed = existing.is_file()
-    if resumed and config_fingerprint(load_config(existing)) != config_fingerprint(cfg):
-        raise CheckpointError(
-            f"run_dir: {str(run)!r} holds a run of a different config; use a new --run-dir, "
-            f"or the same config (only training.steps, device and logging intervals may change)"
-        )
-    learner = init_learner(cfg)  # checks the device before anything is written
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(yaml.safe_dump(cfg, sort_keys=False), existing)
-    _write_run_info(run, cfg, resumed)
+    world = 1 if distributed is None else distributed.world_size
+    # checks the device before anything is written; each process computes on its own device
+    learner = init_learner(cfg, device=None if distributed is None else distributed.device)
+
+    def prepare() -> None:
+        _check_run_dir(run)
+        existing = run / "config.yaml"
+        resumed = existing.is_file()
+        if resumed and config_fingerprint(load_config(existing)) != config_fingerprint(cfg):
+            raise CheckpointError(
+                f"run_dir: {str(run)!r} holds a run of a different config; use a new --run-dir, "
+                f"or the same config (only training.steps, device and logging intervals may change)"
+            )
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(yaml.safe_dump(cfg, sort_keys=False), existing)
+        _write_run_info(run, cfg, resumed, world)
+
+    if distributed is None:
+        prepare()
+    else:
+        run_on_main(distributed, prepare, "preparing the run directory")
     tr = cfg["training"]
     trainer = MetaTrainer(
         learner,
@@ -218,6 +241,8 @@ def train_run(
         config=cfg,
         progress=progress,
         max_minutes=tr["max_minutes"],
+        distributed=distributed,
+        callback=callback,
     )
     return trainer.fit()
 
@@ -302,6 +327,7 @@ def evaluate_run(
     calibrate: str | None = None,
     alpha: float = 0.1,
     score: str | None = None,
+    distributed: DistContext | None = None,
 ) -> EvaluationResult:
     """Evaluate a trained run on its fixed test episodes and write the results.
 
@@ -327,7 +353,13 @@ def evaluate_run(
             overrides) and save calibrated metrics beside the raw ones.
         alpha: conformal miscoverage level.
         score: conformal score (default: ``lac`` / ``normalized``).
+        distributed: this process's place in a multi-process evaluation (the CLI under
+            ``torchrun``): every process calls ``evaluate_run`` with the same arguments, evaluates
+            its share of the episode batches on ``distributed.device``, and rank 0 gathers the
+            per-task results (identical to one process's) and alone writes them.
     """
+    if distributed is not None:
+        device = str(distributed.device)
     learner, cfg, loaded = _load(run_dir, checkpoint, device, dtype)
     if n_episodes is not None or task_overrides:
         if n_episodes is not None:
@@ -346,9 +378,13 @@ def evaluate_run(
     result = evaluate(
         learner, episodes, method=cfg["method"]["name"], progress=progress, seed=cfg["evaluation"]["seed"],
         total=n_batches, max_tasks_per_call=max_tasks_per_call,
-        calibrator=calibrator, calibration_episodes=cal_episodes,
+        calibrator=calibrator, calibration_episodes=cal_episodes, distributed=distributed,
     )
     result.protocol = _protocol(cfg, loaded, learner)
-    result.save(Path(out_dir) if out_dir is not None else Path(run_dir) / "eval")
+    target = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval"
+    if distributed is None:
+        result.save(target)
+    else:
+        run_on_main(distributed, lambda: result.save(target), "writing the evaluation results")
     return result
 

@@ -17,6 +17,12 @@ builds it (:func:`bayesmeta.runs.init_learner` uses ``training.seed``).
 Devices: the trainer moves every task batch to the learner's device and dtype
 (:func:`bayesmeta.devices.batch_to_learner`); the learner itself is placed by its builder.
 
+Several processes (``torchrun``, :mod:`bayesmeta.distributed`): with ``distributed=`` every
+process draws the whole meta-batch from the same generator, keeps its block of tasks by global
+index, and the task-weighted gradients are summed by an all-reduce before the identical
+optimizer step on every process, so the trajectory does not depend on the number of processes.
+Rank 0 alone writes checkpoints, logs and the progress bar; validation runs on rank 0.
+
 Logs: ``metrics.jsonl`` is appended one line per record. On resume the lines after the
 checkpoint's step are dropped, and so is a line cut short by a kill during a write, so the run
 continues without a parse error and no step is logged twice. A loss that grows by orders of
@@ -41,7 +47,10 @@ from tqdm.auto import tqdm
 
 from bayesmeta._validation import check_positive_int
 from bayesmeta.devices import batch_to_learner, learner_device_dtype
-from bayesmeta.exceptions import CheckpointError, ConfigError, NumericalError
+from bayesmeta.distributed.collectives import broadcast_rng, mark_shared, reduce_step, run_on_main
+from bayesmeta.distributed.context import DistContext
+from bayesmeta.distributed.sharding import check_meta_batch_size, shard_batch
+from bayesmeta.exceptions import CheckpointError, ConfigError, InvalidValueError, NumericalError
 from bayesmeta.inference.base import MetaLearner, StepOutput
 from bayesmeta.io import atomic_torch_save, atomic_write_text, safe_torch_load
 from bayesmeta.metrics import accuracy, mse, nll
@@ -56,6 +65,7 @@ __all__ = [
     "save_checkpoint",
     "config_fingerprint",
     "read_metrics",
+    "ShardRandomnessWarning",
 ]
 
 CHECKPOINT_FORMAT = "bayesmeta-checkpoint-v1"
@@ -70,6 +80,11 @@ _EARLY_STEPS = 20
 
 class DivergenceWarning(UserWarning):
     """The training loss grew by orders of magnitude over its early median (not yet NaN/Inf)."""
+
+
+class ShardRandomnessWarning(UserWarning):
+    """In a multi-process run, the learner drew random numbers that depend on how many tasks a
+    process holds: its trajectory depends on the number of processes (see docs/distributed.md)."""
 
 
 def read_metrics(path: str | Path, *, max_step: int | None = None) -> tuple[list[dict[str, Any]], int]:
@@ -196,6 +211,9 @@ class MetaTrainer:
             checkpoints and stops early (``TrainResult.steps`` says where). ``None``: no limit.
         divergence_factor: warn (:class:`DivergenceWarning`, once per call) when ``|loss|``
             exceeds this multiple of the median ``|loss|`` of the first steps; ``None``: never.
+        distributed: this process's place in a multi-process run
+            (:func:`bayesmeta.distributed.init_distributed`); ``None``: one process. Every
+            process must build the same learner (same seed) and trainer.
 
     Raises:
         ConfigError: an option out of range, or (in :meth:`fit`) ``steps`` below the step of the
@@ -222,6 +240,7 @@ class MetaTrainer:
         callback: Callable[[int, StepOutput], None] | None = None,
         max_minutes: float | None = None,
         divergence_factor: float | None = 1e3,
+        distributed: DistContext | None = None,
     ) -> None:
         self.learner = learner
         self.source = source
@@ -247,6 +266,12 @@ class MetaTrainer:
         if divergence_factor is not None and not divergence_factor > 1:
             raise ConfigError(f"divergence_factor: expected a number > 1 or None, got {divergence_factor!r}")
         self.divergence_factor = divergence_factor
+        self.distributed = distributed if distributed is not None and distributed.world_size > 1 else None
+        if self.distributed is not None:
+            try:
+                check_meta_batch_size(self.meta_batch_size, self.distributed.world_size)
+            except ConfigError as e:
+                raise mark_shared(e, self.distributed) from None
         self._early_losses: list[float] = []
         self.optimizer = torch.optim.Adam(learner.parameters(), lr=lr)
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -285,6 +310,15 @@ class MetaTrainer:
         self.best_step = ckpt.get("best_step")
         self._early_losses = [float(v) for v in ckpt.get("early_losses", [])]
 
+    @property
+    def is_main(self) -> bool:
+        """True in a single process and on rank 0: the process that writes files and shows progress."""
+        return self.distributed is None or self.distributed.is_main
+
+    def _on_main(self, fn: Callable[[], Any], what: str) -> Any:
+        """``fn()`` here in one process; on rank 0 only, result and errors shared, in several."""
+        return fn() if self.distributed is None else run_on_main(self.distributed, fn, what)
+
     def _uses_cuda(self) -> bool:
         return learner_device_dtype(self.learner)[0].type == "cuda"
 
@@ -299,24 +333,24 @@ class MetaTrainer:
         return self.run_dir / "checkpoints" / name
 
     def _log(self, record: dict[str, float]) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.is_main:
             return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def _truncate_log(self) -> None:
+    def _truncate_log(self, step: int) -> None:
         """Drop metrics.jsonl lines logged after the checkpoint being resumed (a killed run's
         tail), and any line that does not parse (a write cut short by the kill)."""
         assert self.run_dir is not None
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
-        keep, dropped = read_metrics(path, max_step=self.step)
+        keep, dropped = read_metrics(path, max_step=step)
         if dropped:
             warnings.warn(
-                f"{path}: dropped {dropped} unreadable line(s) (a write cut short); resuming from step {self.step}",
+                f"{path}: dropped {dropped} unreadable line(s) (a write cut short); resuming from step {step}",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=5,  # _read_resume_checkpoint <- _on_main <- fit <- the caller
             )
         atomic_write_text("".join(json.dumps(r) + "\n" for r in keep), path)
 
@@ -331,6 +365,8 @@ class MetaTrainer:
         base = statistics.median(self._early_losses)
         if abs(loss) > self.divergence_factor * max(base, 1e-12):
             self._warned_divergence = True
+            if not self.is_main:  # every process tracks the same losses; one reports
+                return
             warnings.warn(
                 f"loss: |loss| = {abs(loss):.3g} at step {self.step} is more than {self.divergence_factor:g} x "
                 f"its early median {base:.3g}; training is diverging (lower training.lr or the inner "
@@ -371,39 +407,49 @@ class MetaTrainer:
             NumericalError: the loss became NaN/Inf (the last checkpoint is left intact).
         """
         self._warned_divergence = False
+        self._warned_rng = False
         if self.run_dir is not None:
-            if self.run_dir.exists() and not self.run_dir.is_dir():
-                raise ConfigError(f"run_dir: expected a directory, got the file {str(self.run_dir)!r}")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            last = self._checkpoint_path("last.pt")
-            if last.exists():
-                self.load_state_dict(load_checkpoint(last, self.config))
-                if self.step > self.steps:
-                    raise ConfigError(
-                        f"steps: {self.steps} is below the step of the checkpoint in {str(self.run_dir)!r} "
-                        f"({self.step}); nothing to train. Give steps > {self.step} to train further, "
-                        f"or a new run directory"
-                    )
-            self._truncate_log()
+            ckpt = self._on_main(self._read_resume_checkpoint, "reading the checkpoint to resume from")
+            if ckpt is not None:
+                self.load_state_dict(ckpt)
+                if self.distributed is not None:
+                    broadcast_rng(self.distributed, "sharing the resumed RNG state")
         if self.step == 0:
             torch.manual_seed(self.seed)
             self.generator.manual_seed(self.seed)
         result = TrainResult(self.step, best_val=self.best_val, best_step=self.best_step, resumed_from=self.step)
         self.learner.train()
-        bar = tqdm(total=self.steps, initial=self.step, desc="meta-train", disable=not self.progress)
+        bar = tqdm(total=self.steps, initial=self.step, desc="meta-train", disable=not (self.progress and self.is_main))
         deadline = None if self.max_minutes is None else time.monotonic() + 60.0 * self.max_minutes
         try:
             while self.step < self.steps:
                 out_of_time = deadline is not None and time.monotonic() > deadline
-                batch = batch_to_learner(self.source.sample(self.meta_batch_size, generator=self.generator), self.learner)
+                # every process draws the whole meta-batch (same generator state) and keeps its block
+                full = self.source.sample(self.meta_batch_size, generator=self.generator)
+                try:
+                    shard, weight = shard_batch(full, self.distributed)
+                except InvalidValueError as e:  # the same batch, refused alike on every process
+                    raise mark_shared(e, self.distributed) from None
+                batch = batch_to_learner(shard, self.learner)
                 self.optimizer.zero_grad(set_to_none=True)
                 out = self.learner.meta_loss(batch)
-                if not torch.isfinite(out.loss):
-                    raise NumericalError(
-                        f"loss: became {float(out.loss.detach())} at step {self.step + 1}; lower lr or inner_lr, "
-                        f"or resume from the last checkpoint"
+                loss_value, metrics, rng_in_sync = float(out.loss.detach()), out.metrics, True
+                if self.distributed is not None:
+                    # one all-reduce: weighted gradients, loss, metrics, the deadline and the RNG check
+                    out.loss.backward()
+                    sums = reduce_step(
+                        self.distributed, self.learner.parameters(), weight, out.loss, out.metrics, out_of_time,
+                        self.step + 1,
                     )
-                out.loss.backward()
+                    loss_value, metrics, out_of_time, rng_in_sync = sums.loss, sums.metrics, sums.flag, sums.rng_in_sync
+                    out = StepOutput(torch.tensor(loss_value), metrics)
+                if not math.isfinite(loss_value):
+                    raise mark_shared(NumericalError(
+                        f"loss: became {loss_value} at step {self.step + 1}; lower lr or inner_lr, "
+                        f"or resume from the last checkpoint"
+                    ), self.distributed)
+                if self.distributed is None:
+                    out.loss.backward()
                 if self.grad_clip is not None:
                     # learners made of independent parts (Ensemble) clip each part on its own
                     groups = getattr(self.learner, "grad_clip_groups", None)
@@ -411,7 +457,9 @@ class MetaTrainer:
                         torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
                 self.optimizer.step()
                 self.step += 1
-                record = {"step": self.step, "loss": float(out.loss.detach()), **out.metrics}
+                if not rng_in_sync:
+                    self._resync_rng()
+                record = {"step": self.step, "loss": loss_value, **metrics}
                 self._check_divergence(record["loss"])
                 if self.step % self.log_every == 0 or self.step == self.steps:
                     result.history.append(record)
@@ -420,7 +468,7 @@ class MetaTrainer:
                 last = self.step == self.steps or out_of_time
                 if self.val_episodes is not None and (self.step % self.val_every == 0 or last):
                     self._validate_and_keep_best()
-                if self.run_dir is not None and (self.step % self.checkpoint_every == 0 or last):
+                if self.run_dir is not None and self.is_main and (self.step % self.checkpoint_every == 0 or last):
                     save_checkpoint(self._checkpoint_path("last.pt"), self.state_dict())
                 bar.update(1)
                 if self.callback is not None:
@@ -433,11 +481,54 @@ class MetaTrainer:
         result.best_val, result.best_step = self.best_val, self.best_step
         return result
 
+    def _read_resume_checkpoint(self) -> dict[str, Any] | None:
+        """Create the run directory; the checkpoint to resume from (``None``: a fresh run), with
+        the log cut back to its step."""
+        assert self.run_dir is not None
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"run_dir: expected a directory, got the file {str(self.run_dir)!r}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        last = self._checkpoint_path("last.pt")
+        ckpt = load_checkpoint(last, self.config) if last.exists() else None
+        step = 0 if ckpt is None else int(ckpt.get("step", 0))
+        if step > self.steps:
+            raise ConfigError(
+                f"steps: {self.steps} is below the step of the checkpoint in {str(self.run_dir)!r} "
+                f"({step}); nothing to train. Give steps > {step} to train further, "
+                f"or a new run directory"
+            )
+        self._truncate_log(step)
+        return ckpt
+
+    def _resync_rng(self) -> None:
+        """Multi-process: the global RNG must be in the same state on every process after a step
+        (learners draw per-task noise from one shared draw). A learner that drew by task count
+        desynchronized it: warn once, and give every process rank 0's state."""
+        assert self.distributed is not None
+        if self.is_main and not self._warned_rng:
+            warnings.warn(
+                f"{type(self.learner).__name__}: its meta-loss drew random numbers that depend on how many tasks a "
+                f"process holds (at step {self.step}); with {self.distributed.world_size} processes its trajectory "
+                f"differs from a one-process run (each process now continues from rank 0's RNG state; "
+                f"see docs/distributed.md)",
+                ShardRandomnessWarning,
+                stacklevel=3,
+            )
+        self._warned_rng = True
+        broadcast_rng(self.distributed, f"re-synchronizing the RNG at step {self.step}")
+
     def _validate_and_keep_best(self) -> None:
-        val = self.validate()
-        self._log({"step": self.step, **val})
+        val = self._on_main(self._validate_and_log, f"validation at step {self.step}")
+        if self.distributed is not None:
+            # validation drew from rank 0's RNG only: every process continues from its state
+            broadcast_rng(self.distributed, f"sharing the RNG after validation at step {self.step}")
         score = val["val_accuracy"] if "val_accuracy" in val else -val["val_mse"]
         if self.best_val is None or score > self.best_val:
             self.best_val, self.best_step = score, self.step
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.is_main:
                 save_checkpoint(self._checkpoint_path("best.pt"), self.state_dict())
+
+    def _validate_and_log(self) -> dict[str, float]:
+        val = self.validate()
+        self._log({"step": self.step, **val})
+        return val

@@ -266,7 +266,10 @@ class BMAML(ParticleLearner):
         """
         self.check_batch(batch)
         self.check_out_dim(batch.n_way)
-        start = self.initial_particles(batch.n_tasks)
+        # per-task prior draws (task_noise): a task's particles do not depend on the rest of the meta-batch
+        s = batch.support
+        seeds = task_seeds(task_keys(s.x, s.y, s.mask)) if self.prior is not None else None
+        start = self.initial_particles(batch.n_tasks, seeds=seeds)
         follower = self._svgd(start, batch.support, self.inner_steps)
         check_finite_params(follower, "SVGD on the support set")
         out = self._particle_outputs(

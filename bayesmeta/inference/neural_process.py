@@ -309,7 +309,10 @@ class NeuralProcess(MetaLearner):
             assert post.z_mean is not None and post.z_std is not None
             # the NP papers' posterior: conditioned on context and targets together
             q_mean, q_std = self.latent_encoder(torch.cat([joint.x, joint.y], dim=-1), joint.mask)
-            z = (q_mean + q_std * torch.randn_like(q_mean)).unsqueeze(0)  # [1, T, Dz]
+            # per-task noise (task_noise): a task's draw does not depend on the rest of the meta-batch
+            assert post.seeds is not None
+            (eps,) = task_randn(post.seeds, [(q_mean.shape[-1],)], q_mean.dtype, q_mean.device)  # [T, Dz]
+            z = (q_mean + q_std * eps).unsqueeze(0)  # [1, T, Dz]
             kl = _gaussian_kl(q_mean, q_std, post.z_mean, post.z_std)  # [T]
         mean, var = self._decode(post, target.x, z)  # [1, T, N, Dy]
         ll = gaussian_log_density(target.y, mean[0], var[0]).sum(-1)  # [T, N]

@@ -220,7 +220,10 @@ class PLATIPUS(ParticleLearner):
         self.check_out_dim(batch.n_way)
         mu_p = self._step(batch.support, self._map(self.gamma_p))
         mu_q = self._step(batch.joint(), self._map(self.gamma_q))
-        theta = self._draw(mu_q, self._map(self.q_log_var), self.train_samples, None)
+        # per-task noise (task_noise): a task's draws do not depend on the rest of the meta-batch
+        s = batch.support
+        seeds = task_seeds(task_keys(s.x, s.y, s.mask))
+        theta = self._draw_per_task(mu_q, self._map(self.q_log_var), self.train_samples, seeds)
         phi = self._inner(theta, batch.support, self.inner_steps)
         check_finite_params(phi, "the inner gradient steps")
         out = self._particle_outputs(

@@ -313,12 +313,23 @@ class VERSA(MetaLearner):
             out = torch.einsum("tqd,tldk->ltqk", f, w)
         return out + b.movedim(1, 0).unsqueeze(2)
 
-    def _local_reparam_samples(self, head: HeadGaussian, f: torch.Tensor) -> torch.Tensor:
-        """``[L, T, Q, out]`` locally reparameterized output samples (meta-training; torch's RNG)."""
+    def _local_reparam_samples(
+        self, head: HeadGaussian, f: torch.Tensor, seeds: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
+        """``[L, T, Q, out]`` locally reparameterized output samples (meta-training).
+
+        With ``seeds`` (one per task) task t's noise comes from its own seed, so a task's draws do
+        not depend on the other tasks of the meta-batch (nor on how a multi-process run splits
+        it); otherwise from torch's RNG.
+        """
         mean, var = self._moments(head, f)
         if var is None:
             return mean.unsqueeze(0)
-        eps = torch.randn((self.n_samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+        if seeds is not None:
+            (eps,) = task_randn(seeds, [(self.n_samples, *mean.shape[1:])], mean.dtype, mean.device)  # [T, L, Q, out]
+            eps = eps.movedim(1, 0)
+        else:
+            eps = torch.randn((self.n_samples, *mean.shape), dtype=mean.dtype, device=mean.device)
         return mean.unsqueeze(0) + var.sqrt().unsqueeze(0) * eps
 
     def meta_loss(self, batch: TaskBatch) -> StepOutput:
@@ -332,7 +343,10 @@ class VERSA(MetaLearner):
             self._features_fn, self.backbone, batch.support_x, batch.support_mask, batch.query_x, 1, batch.query_mask
         )
         head = self._posterior(batch.support, fs, None).head
-        pred = self._predictive(VERSAPosterior(head), self._local_reparam_samples(head, fq))
+        # per-task noise (task_noise): a task's draws do not depend on the rest of the meta-batch
+        s = batch.support
+        seeds = task_seeds(task_keys(s.x, s.y, s.mask)) if self.variance else None
+        pred = self._predictive(VERSAPosterior(head), self._local_reparam_samples(head, fq, seeds))
         y = batch.query_y
         if batch.query_mask is not None and batch.is_classification:
             # hidden query labels are not validated; give them a legal class before log_prob

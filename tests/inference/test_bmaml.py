@@ -14,6 +14,7 @@ from torch.func import functional_call
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.inference import MAML
 from bayesmeta.inference.bmaml import BMAML, ParticlePosterior
+from bayesmeta.inference.task_noise import task_keys, task_seeds
 from bayesmeta.models import MLP
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 from bayesmeta.priors import DiagonalGaussianPrior
@@ -159,8 +160,9 @@ def test_meta_gradient_matches_per_task_autograd_loop(prior: str | None, normali
     params = [p for p in learner.parameters()]
     torch.manual_seed(7)
     ours = torch.autograd.grad(learner.meta_loss(batch).loss, params)
-    torch.manual_seed(7)
-    start = learner.initial_particles(batch.n_tasks)  # same draws as meta_loss made
+    torch.manual_seed(7)  # same draws as meta_loss made: per task, from one draw of the RNG (task_noise)
+    keys = task_keys(batch.support_x, batch.support_y, batch.support_mask)
+    start = learner.initial_particles(batch.n_tasks, seeds=task_seeds(keys) if learner.prior is not None else None)
     ref = torch.autograd.grad(_reference_loss(learner, batch, start), params)
     assert _rel_err(list(ours), list(ref)) < RTOL
 

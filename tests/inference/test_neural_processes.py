@@ -151,21 +151,24 @@ def test_elbo_matches_an_independent_computation(name: str) -> None:
     torch.distributions. The noise eps is the one meta_loss drew (recorded), z = mu + sd * eps."""
     from dataclasses import replace
 
+    import bayesmeta.inference.neural_process as np_module
+
     model, batch = make(name), gp_batch()
     assert batch.support_mask is not None and not bool(batch.support_mask.all())  # ragged contexts
     drawn: list[torch.Tensor] = []
-    real_randn_like = torch.randn_like
+    real_task_randn = np_module.task_randn
 
-    def recording_randn_like(t: torch.Tensor, *a, **kw) -> torch.Tensor:
-        drawn.append(real_randn_like(t, *a, **kw))
-        return drawn[-1]
+    def recording_task_randn(*a, **kw) -> list[torch.Tensor]:
+        out = real_task_randn(*a, **kw)
+        drawn.extend(out)
+        return out
 
     torch.manual_seed(5)
-    torch.randn_like = recording_randn_like  # the reparameterization noise the loss used
+    np_module.task_randn = recording_task_randn  # the per-task reparameterization noise the loss used
     try:
         loss = model.meta_loss(batch).loss
     finally:
-        torch.randn_like = real_randn_like
+        np_module.task_randn = real_task_randn
     assert len(drawn) == 1 and drawn[0].shape == (batch.n_tasks, model.z_dim)
     eps = drawn[0]
 

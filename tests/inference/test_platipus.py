@@ -15,6 +15,7 @@ from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
 from bayesmeta.inference import MAML
 from bayesmeta.inference.bmaml import ParticlePosterior
 from bayesmeta.inference.platipus import PLATIPUS
+from bayesmeta.inference.task_noise import task_keys, task_randn, task_seeds
 from bayesmeta.models import MLP
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive
 from bayesmeta.tasks import TaskBatch
@@ -101,8 +102,11 @@ def test_meta_gradient_matches_per_task_autograd_loop(train_samples: int) -> Non
     params = list(learner.parameters())
     torch.manual_seed(11)
     ours = torch.autograd.grad(learner.meta_loss(batch).loss, params)
-    torch.manual_seed(11)  # meta_loss draws eps per parameter, in named_parameters order
-    eps = {n: torch.randn((3, train_samples, *p.shape), dtype=F64) for n, p in model.named_parameters()}
+    torch.manual_seed(11)  # meta_loss draws eps per task (task_noise), per parameter in named_parameters order
+    seeds = task_seeds(task_keys(batch.support_x, batch.support_y, batch.support_mask))
+    names = [n for n, _ in model.named_parameters()]
+    draws = task_randn(seeds, [(train_samples, *p.shape) for _, p in model.named_parameters()], F64, "cpu")
+    eps = dict(zip(names, draws))  # {name: [T, train_samples, *shape]}
     ref = torch.autograd.grad(_reference_loss(learner, batch, eps), params)
     assert _rel_err(list(ours), list(ref)) < RTOL
 
