@@ -4,6 +4,7 @@ what a multi-process run does when a process dies. Used by tests/distributed/tes
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from bayesmeta.cli import main
 _init = training.MetaTrainer.__init__
 
 
+@functools.wraps(_init)  # keeps the signature, which bayesmeta.config reads for its defaults
 def _init_with_failure(self: training.MetaTrainer, *args: Any, **kwargs: Any) -> None:
     _init(self, *args, **kwargs)
     marker = Path(os.environ["DIE_MARKER"])

@@ -154,7 +154,7 @@ def test_a_dying_process_stops_the_run_with_a_clear_error_and_the_checkpoint_sur
     assert procs[1].returncode == 17 and (tmp_path / "died").exists()
     assert procs[0].returncode == 2, outs[0]
     err = outs[0][1]
-    assert "bayesmeta: error: rank 0/2 (gloo, cpu): the loss all-reduce at step 5 failed" in err, err
+    assert "bayesmeta: error: rank 0/2 (gloo, cpu): the gradient all-reduce at step 5 failed" in err, err
     assert "another process died" in err and "run the same command again to resume" in err
     assert "Traceback" not in err
     assert load_checkpoint(run)["step"] == 3
