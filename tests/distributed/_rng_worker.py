@@ -1,10 +1,13 @@
 """Under torchrun: a learner whose meta-loss draws by task count (``torch.randn(T)``) in a
-2-process run. Every rank prints how many ShardRandomnessWarnings it saw and a checksum of its
-final weights. Used by tests/distributed/test_multiprocess.py."""
+2-process run. Every rank writes how many ShardRandomnessWarnings it saw and a checksum of its
+final weights to ``OUT_DIR/rank<r>.json`` (argv[1]). Used by tests/distributed/test_multiprocess.py."""
 
 from __future__ import annotations
 
+import json
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -35,7 +38,7 @@ def main() -> None:
                     distributed=ctx).fit()
     n = sum(issubclass(w.category, ShardRandomnessWarning) for w in seen)
     checksum = float(sum(p.detach().double().sum() for p in learner.parameters()))
-    print(f"RESULT rank={ctx.rank} warnings={n} checksum={checksum!r}", flush=True)
+    (Path(sys.argv[1]) / f"rank{ctx.rank}.json").write_text(json.dumps({"warnings": n, "checksum": checksum}))
     shutdown(ctx)
 
 
