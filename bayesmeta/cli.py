@@ -254,7 +254,11 @@ def _show_warning(stream: TextIO) -> Callable[..., None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bayesmeta`` console script; returns the exit status."""
+    """Entry point of the ``bayesmeta`` console script; returns the exit status.
+
+    Under torchrun (a process group this command created) the process ends here with
+    ``os._exit`` once the group is destroyed and the streams are flushed: see :func:`_leave`.
+    """
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a bad command line (already printed)
@@ -268,20 +272,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BayesMetaError as e:
             if _reports(e, ctx):
                 print(f"bayesmeta: error: {_rank_prefix(ctx, e)}{_one_line(e)}", file=sys.stderr)
-            _shutdown(ctx, wait=False)
-            return EXIT_ERROR
+            return _leave(ctx, EXIT_ERROR, wait=False)
         except OSError as e:  # a path that is a file, no permission, disk full...
             if _reports(e, ctx):
                 where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
                 print(f"bayesmeta: error:{where} {_one_line(e.strerror or e)}", file=sys.stderr)
-            _shutdown(ctx, wait=False)
-            return EXIT_ERROR
+            return _leave(ctx, EXIT_ERROR, wait=False)
         except KeyboardInterrupt:
             print("bayesmeta: interrupted; a run resumes from its last checkpoint", file=sys.stderr)
-            _shutdown(ctx, wait=False)
-            return 130
-    _shutdown(ctx)
-    return 0
+            return _leave(ctx, 130, wait=False)
+    return _leave(ctx, 0)
+
+
+def _leave(ctx: DistContext | None, status: int, *, wait: bool = True) -> int:
+    """Tear the process group down and return ``status``; a torchrun worker exits right here.
+
+    Why ``os._exit`` for a worker: gloo's C++ threads can still hold work objects with Python
+    references when the interpreter finalizes, and destroying them then aborts the process
+    (SIGABRT, "terminate called without an active exception"; pytorch/pytorch PR 179291).
+    Seen once in ~30 two-process launches here, after every file had been written, and torchrun
+    then reports the whole run as failed. Everything a run writes is closed (atomic writes)
+    before this point; only the standard streams need flushing.
+    """
+    _shutdown(ctx, wait=wait)
+    if ctx is not None and ctx.owns_group:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def _shutdown(ctx: DistContext | None, *, wait: bool = True) -> None:
