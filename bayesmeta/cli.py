@@ -1,4 +1,4 @@
-"""The ``bayesmeta`` command: ``train``, ``evaluate``, ``report`` and ``demo``.
+"""The ``bayesmeta`` command: ``train``, ``evaluate``, ``report``, ``study``, ``benchmark`` and ``demo``.
 
 Also ``python -m bayesmeta``. Errors the user can fix print one line,
 ``bayesmeta: error: <what>``, on stderr and exit with status 2, never a traceback: the
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"bayesmeta {__version__}", help="print the version and exit")
     sub = p.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser,
-        help="train, evaluate, report, study or demo; `bayesmeta COMMAND --help` for its options",
+        help="train, evaluate, report, study, benchmark or demo; `bayesmeta COMMAND --help` for its options",
     )
 
     t = sub.add_parser(
@@ -151,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--train-only", action="store_true", help="train, do not evaluate or report")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    _add_benchmark(sub)
+
     d = sub.add_parser(
         "demo",
         help="MAML on sinusoids and ProtoNets on Omniglot 5-way 1-shot, end to end",
@@ -160,6 +162,79 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--smoke", action="store_true", help="shrink everything to seconds (for CI)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    b = sub.add_parser(
+        "benchmark",
+        help="uncertainty benchmark: every learner of a suite on the same episodes, per-method CPU budgets",
+        description="Run fixed benchmark suites: every learner (including temperature-scaled ProtoNets, "
+        "protonet+ts, and an ensemble) meta-trained under a per-method CPU budget and evaluated on the same "
+        "test episodes; resumable (re-running skips finished methods and continues partial ones). Writes "
+        "RESULTS_DIR/<suite>.json (and uncertainty.json for classification suites), an HTML report under "
+        "RUN_DIR/<suite>/report/, and regenerates the suite's table in the docs file.",
+    )
+    b.add_argument("suites", nargs="*", metavar="SUITE", help="suite names (see --list)")
+    b.add_argument("--list", action="store_true", help="list the suites and their methods, and exit")
+    b.add_argument("--run-dir", type=Path, default=Path("runs/benchmark"), help="where the runs go (default: runs/benchmark)")
+    b.add_argument("--method", action="append", default=None, help="only this method label (repeatable)")
+    b.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="CPU seconds of meta-training per method (default: the suite's)")
+    b.add_argument("--max-steps", type=_positive_int, default=None, help="meta-steps cap per method (default: the suite's)")
+    b.add_argument("--episodes", type=_positive_int, default=None, help="test tasks (default: the suite's)")
+    b.add_argument("--max-minutes", type=_positive_float, default=None,
+                   help="stop this call after this many wall minutes (run again to continue)")
+    b.add_argument("--results-dir", type=Path, default=None,
+                   help="where <suite>.json goes (default: benchmarks/results; RUN_DIR/<suite>/results with --smoke)")
+    b.add_argument("--docs", type=Path, default=None,
+                   help="Markdown file whose suite table is regenerated (default: docs/benchmarks.md if it exists; none with --smoke)")
+    b.add_argument("--no-docs", action="store_true", help="do not touch any docs file")
+    b.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default: 1)")
+    b.add_argument("--smoke", action="store_true", help="shrink every suite to seconds (tests, CI; numbers mean nothing)")
+    b.add_argument("--no-report", action="store_true", help="no HTML report or figures")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    from bayesmeta.benchmark import SUITES, get_suite, run_benchmark
+    from bayesmeta.exceptions import ConfigError
+
+    if args.list:
+        for name, suite in SUITES.items():
+            print(f"{name}: {suite.description}\n    methods: {', '.join(suite.method_labels)}")
+        return
+    if not args.suites:
+        raise ConfigError(f"suite: give at least one suite name; valid suites are: {', '.join(SUITES)}")
+    for name in args.suites:
+        get_suite(name)  # every name checked before anything runs
+    docs = None
+    if not args.no_docs:
+        docs = args.docs if args.docs is not None else (None if args.smoke or not Path("docs/benchmarks.md").is_file()
+                                                        else Path("docs/benchmarks.md"))
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    command = "bayesmeta " + " ".join(argv_list)
+    for name in args.suites:
+        res = run_benchmark(
+            name, args.run_dir, methods=args.method, budget_s=args.budget, max_steps=args.max_steps,
+            n_episodes=args.episodes, smoke=args.smoke, max_minutes=args.max_minutes, results_dir=args.results_dir,
+            docs=docs, command=command, threads=args.threads, report=not args.no_report, progress=not args.no_progress,
+        )
+        for o in res.outcomes:
+            print(f"{name}: {o.label}: {o.status}")
+        if res.results_path is not None:
+            print(f"{name}: results in {res.results_path}" + (f", report {res.report}" if res.report else ""))
+        if not res.complete:
+            print(f"{name}: not finished (wall-time limit); run the same command again to continue")
 
 
 def _one_line(text: object) -> str:
@@ -189,9 +264,11 @@ def _distributed(args: argparse.Namespace) -> DistContext | None:
     return init_distributed(device)
 
 
-def _run(args: argparse.Namespace, ctx: DistContext | None) -> None:
+def _run(args: argparse.Namespace, ctx: DistContext | None, argv: Sequence[str] | None = None) -> None:
     main_rank = ctx is None or ctx.is_main
-    if args.command == "train":
+    if args.command == "benchmark":
+        _benchmark(args, argv)
+    elif args.command == "train":
         from bayesmeta.runs import train_run
 
         res = train_run(
@@ -268,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning(sys.stderr)
         try:
             ctx = _distributed(args)
-            _run(args, ctx)
+            _run(args, ctx, argv)
         except BayesMetaError as e:
             if _reports(e, ctx):
                 print(f"bayesmeta: error: {_rank_prefix(ctx, e)}{_one_line(e)}", file=sys.stderr)

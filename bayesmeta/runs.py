@@ -173,6 +173,8 @@ def train_run(
     progress: bool = True,
     distributed: DistContext | None = None,
     callback: Callable[[int, StepOutput], None] | None = None,
+    max_minutes: float | None = None,
+    max_cpu_seconds: float | None = None,
 ) -> TrainResult:
     """Meta-train the config into ``run_dir``, resuming if it already holds a checkpoint.
 
@@ -190,6 +192,8 @@ def train_run(
             on its block of every meta-batch, on ``distributed.device``, and rank 0 alone checks
             and writes the run directory. The run may be resumed with another number of processes.
         callback: ``callback(step, output)`` after every step (see :class:`MetaTrainer`).
+        max_minutes: wall-clock budget of this call (default: ``training.max_minutes``).
+        max_cpu_seconds: CPU-time budget of this call (see :class:`MetaTrainer`); ``None``: none.
 
     Raises:
         ConfigError: a bad override, a ``run_dir`` that is a file, a device this machine lacks,
@@ -240,7 +244,8 @@ def train_run(
         log_every=tr["log_every"],
         config=cfg,
         progress=progress,
-        max_minutes=tr["max_minutes"],
+        max_minutes=tr["max_minutes"] if max_minutes is None else max_minutes,
+        max_cpu_seconds=max_cpu_seconds,
         distributed=distributed,
         callback=callback,
     )

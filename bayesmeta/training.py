@@ -209,6 +209,9 @@ class MetaTrainer:
         callback: ``callback(step, output)`` after every step (for tests and custom logging).
         max_minutes: wall-clock budget of this call; when it runs out the trainer validates,
             checkpoints and stops early (``TrainResult.steps`` says where). ``None``: no limit.
+        max_cpu_seconds: CPU-time budget of this call (``time.process_time``: this process's
+            user + system time, all threads), handled like ``max_minutes``; what
+            ``bayesmeta benchmark`` gives every method. ``None``: no limit.
         divergence_factor: warn (:class:`DivergenceWarning`, once per call) when ``|loss|``
             exceeds this multiple of the median ``|loss|`` of the first steps; ``None``: never.
         distributed: this process's place in a multi-process run
@@ -241,6 +244,7 @@ class MetaTrainer:
         max_minutes: float | None = None,
         divergence_factor: float | None = 1e3,
         distributed: DistContext | None = None,
+        max_cpu_seconds: float | None = None,
     ) -> None:
         self.learner = learner
         self.source = source
@@ -263,6 +267,9 @@ class MetaTrainer:
         if max_minutes is not None and not max_minutes > 0:
             raise ConfigError(f"max_minutes: expected a positive number or None, got {max_minutes!r}")
         self.max_minutes = max_minutes
+        if max_cpu_seconds is not None and not max_cpu_seconds > 0:
+            raise ConfigError(f"max_cpu_seconds: expected a positive number or None, got {max_cpu_seconds!r}")
+        self.max_cpu_seconds = max_cpu_seconds
         if divergence_factor is not None and not divergence_factor > 1:
             raise ConfigError(f"divergence_factor: expected a number > 1 or None, got {divergence_factor!r}")
         self.divergence_factor = divergence_factor
@@ -421,9 +428,12 @@ class MetaTrainer:
         self.learner.train()
         bar = tqdm(total=self.steps, initial=self.step, desc="meta-train", disable=not (self.progress and self.is_main))
         deadline = None if self.max_minutes is None else time.monotonic() + 60.0 * self.max_minutes
+        cpu_deadline = None if self.max_cpu_seconds is None else time.process_time() + self.max_cpu_seconds
         try:
             while self.step < self.steps:
-                out_of_time = deadline is not None and time.monotonic() > deadline
+                out_of_time = (deadline is not None and time.monotonic() > deadline) or (
+                    cpu_deadline is not None and time.process_time() > cpu_deadline
+                )
                 # every process draws the whole meta-batch (same generator state) and keeps its block
                 full = self.source.sample(self.meta_batch_size, generator=self.generator)
                 try:
