@@ -148,7 +148,7 @@ def prior_samples_figure(learners: dict[str, Any], x_grid: torch.Tensor, title: 
 
 
 def _regression_figures(suite: Suite, labels: list[str], configs: dict[str, dict[str, Any]], root: Path, out: Path) -> None:
-    from bayesmeta.benchmark.run import test_source
+    from bayesmeta.benchmark.run import episode_source
     from bayesmeta.report.figures import to_png
     from bayesmeta.tasks import fixed_episodes
 
@@ -156,7 +156,7 @@ def _regression_figures(suite: Suite, labels: list[str], configs: dict[str, dict
     if not trained:
         return
     cfg = configs[trained[0]]
-    source = test_source(suite, cfg)
+    source = episode_source(suite, cfg)
     task = fixed_episodes(source, 1, seed=suite.seed, tasks_per_batch=1)[0]
     if task.support_x.shape[-1] != 1 or task.support_y.shape[-1] != 1:
         return

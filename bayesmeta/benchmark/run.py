@@ -51,7 +51,7 @@ from bayesmeta.tasks import fixed_episodes, iter_episodes
 from bayesmeta.tasks.batch import TaskBatch
 from bayesmeta.tasks.episodes import TaskSource
 
-__all__ = ["BenchmarkResult", "MethodOutcome", "run_benchmark", "suite_configs", "test_source"]
+__all__ = ["BenchmarkResult", "MethodOutcome", "run_benchmark", "suite_configs", "episode_source"]
 
 _CAL_SEED_OFFSET = 2_000_003  # calibration episodes: neither the test (seed) nor the validation seed
 
@@ -131,7 +131,7 @@ def suite_configs(suite: Suite, entries: Sequence[MethodEntry], max_steps: int) 
     return out
 
 
-def test_source(suite: Suite, cfg: dict[str, Any], split: str = "test") -> TaskSource:
+def episode_source(suite: Suite, cfg: dict[str, Any], split: str = "test") -> TaskSource:
     """The test (or, with ``split="val"``, calibration) task source of a suite."""
     if suite.test_tasks is None:
         return build_task_source(cfg, split, evaluation=True)
@@ -263,14 +263,14 @@ def _evaluate(
     from bayesmeta.runs import environment_info, load_learner
 
     learner, _ = load_learner(train_dir, "best")
-    source = test_source(suite, cfg)
+    source = episode_source(suite, cfg)
     batches, total = _test_batches(suite, source)
     cal_eps: list[TaskBatch] | None = None
     calibrator = None
     if entry.calibrator == "temperature":
         calibrator = TemperatureScaling()
         cal_eps = fixed_episodes(
-            test_source(suite, cfg, "val"), suite.val_episodes, seed=suite.seed + _CAL_SEED_OFFSET,
+            episode_source(suite, cfg, "val"), suite.val_episodes, seed=suite.seed + _CAL_SEED_OFFSET,
             tasks_per_batch=suite.tasks_per_batch,
         )
     res = evaluate(

@@ -1,0 +1,195 @@
+"""``bayesmeta benchmark``: records, identical episodes, budgets, resuming, results files, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bayesmeta.benchmark import RECORD_KEYS, SUITES, get_suite, run_benchmark, smoke_suite, update_docs
+from bayesmeta.benchmark.run import suite_configs, episode_source
+from bayesmeta.cli import main
+from bayesmeta.evaluation import episode_fingerprint
+from bayesmeta.exceptions import ConfigError
+from bayesmeta.tasks import fixed_episodes
+
+
+@pytest.fixture(scope="module")
+def omniglot_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("bench")
+    res = run_benchmark(
+        "omniglot_5w1s", root / "runs", methods=["protonet+ts", "ensemble", "dkt"], smoke=True,
+        results_dir=root / "results", progress=False,
+    )  # fmt: skip
+    return root, res
+
+
+def test_classification_records_have_the_issue_schema(omniglot_run) -> None:
+    root, res = omniglot_run
+    records = json.loads((root / "results" / "uncertainty.json").read_text())
+    assert isinstance(records, list)
+    assert [r["method"] for r in records] == ["protonet", "protonet+ts", "dkt", "ensemble"]  # suite order
+    for r in records:
+        for key in RECORD_KEYS:
+            assert key in r, (r["method"], key)
+        assert r["suite"] == "omniglot_5w1s"
+        lo, hi = r["accuracy_ci"]
+        assert 0.0 <= lo <= r["accuracy"] <= hi <= 1.0
+        assert r["budget_s"] == SUITES["omniglot_5w1s"].smoke["budget_s"]
+        assert 0.0 <= r["pooled_ece"] <= 1.0
+    suite_json = json.loads((root / "results" / "omniglot_5w1s.json").read_text())
+    assert suite_json["records"] == records
+    assert suite_json["meta"]["complete"] and "core" in suite_json["meta"]["machine"]
+    assert (root / "runs" / "omniglot_5w1s" / "report" / "report.html").is_file()
+    assert (root / "runs" / "omniglot_5w1s" / "report" / "reliability.png").is_file()
+
+
+def test_protonet_ts_is_protonet_temperature_scaled(omniglot_run) -> None:
+    _, res = omniglot_run
+    by = {r["method"]: r for r in res.records}
+    raw, ts = by["protonet"], by["protonet+ts"]
+    assert ts["temperature"] > 0
+    # temperature scaling never changes a single member's top-1 prediction
+    assert ts["accuracy"] == pytest.approx(raw["accuracy"], abs=1e-12)
+    assert ts["steps"] == raw["steps"] and ts["cpu_s"] == raw["cpu_s"]  # no training of its own
+
+
+def test_every_method_saw_the_same_episodes(omniglot_run) -> None:
+    root, res = omniglot_run
+    suite = smoke_suite(get_suite("omniglot_5w1s"))
+    cfg = suite_configs(suite, suite.methods, 3)["protonet"]
+    # an independent draw of the suite's test episodes gives the same fingerprint
+    eps = fixed_episodes(episode_source(suite, cfg), suite.n_episodes, seed=suite.seed, tasks_per_batch=1)
+    want = episode_fingerprint(eps)
+    assert {r["episode_fingerprint"] for r in res.records} == {want}
+    assert all(r["n_tasks"] == suite.n_episodes for r in res.records)
+
+
+def test_rerun_skips_finished_methods(omniglot_run) -> None:
+    root, _ = omniglot_run
+    ckpt = root / "runs" / "omniglot_5w1s" / "protonet" / "checkpoints" / "last.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    again = run_benchmark(
+        "omniglot_5w1s", root / "runs", methods=["protonet+ts"], smoke=True, results_dir=root / "results",
+        progress=False, report=False,
+    )  # fmt: skip
+    assert [o.status for o in again.outcomes] == ["skipped", "skipped"]
+    assert ckpt.stat().st_mtime_ns == stamp
+    # the other suite's / methods' records in uncertainty.json are kept
+    records = json.loads((root / "results" / "uncertainty.json").read_text())
+    assert {r["method"] for r in records} >= {"protonet", "protonet+ts"}
+
+
+def test_steps_cap_and_cpu_budget_are_respected(tmp_path: Path) -> None:
+    res = run_benchmark("linear_gaussian", tmp_path, methods=["maml"], smoke=True, max_steps=2, progress=False, report=False)
+    (rec,) = res.records
+    assert rec["steps"] == 2 and rec["stopped"] == "steps"
+    # a budget far below one step's cost: training stops after the first step past it
+    res = run_benchmark(
+        "linear_gaussian", tmp_path / "b", methods=["maml"], smoke=True, max_steps=10_000, budget_s=1e-3,
+        progress=False, report=False,
+    )  # fmt: skip
+    (rec,) = res.records
+    assert rec["stopped"] == "budget" and 1 <= rec["steps"] < 10_000
+    assert rec["cpu_s"] >= 0.0 and rec["budget_s"] == 1e-3
+
+
+def test_partial_training_continues_from_its_checkpoint(tmp_path: Path) -> None:
+    first = run_benchmark("linear_gaussian", tmp_path, methods=["maml"], smoke=True, max_steps=2, progress=False, report=False)
+    assert first.records[0]["steps"] == 2
+    more = run_benchmark("linear_gaussian", tmp_path, methods=["maml"], smoke=True, max_steps=5, progress=False, report=False)
+    assert more.outcomes[0].status == "done" and more.records[0]["steps"] == 5
+    lines = [json.loads(x) for x in (tmp_path / "linear_gaussian" / "maml" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in lines if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 5  # continued, no step logged twice
+
+
+def test_wall_time_limit_leaves_methods_partial(tmp_path: Path) -> None:
+    res = run_benchmark(
+        "linear_gaussian", tmp_path, methods=["maml", "bmaml"], smoke=True, max_minutes=1e-9, progress=False,
+        report=False,
+    )  # fmt: skip
+    assert [o.status for o in res.outcomes] == ["partial", "partial"] and not res.complete
+    res = run_benchmark("linear_gaussian", tmp_path, methods=["maml", "bmaml"], smoke=True, progress=False, report=False)
+    assert res.complete and [o.status for o in res.outcomes] == ["done", "done"]
+
+
+def test_linear_gaussian_reference_scores_match_a_hand_computed_posterior(tmp_path: Path) -> None:
+    res = run_benchmark("linear_gaussian", tmp_path, methods=["alpaca"], smoke=True, progress=False, report=False)
+    (rec,) = res.records
+    from bayesmeta.runs import load_learner
+
+    suite = smoke_suite(get_suite("linear_gaussian"))
+    cfg = suite_configs(suite, suite.methods, 3)["alpaca"]
+    learner, _ = load_learner(tmp_path / "linear_gaussian" / "alpaca")
+    fam = episode_source(suite, cfg)
+    kls = []
+    for batch in fixed_episodes(fam, suite.n_episodes, seed=suite.seed, tasks_per_batch=1):
+        x, y = batch.support_x[0, :, 0].double(), batch.support_y[0, :, 0].double()
+        phi = torch.stack([x, torch.ones_like(x)], -1)  # features [x, 1], prior N(0, I), noise 0.3
+        cov = torch.linalg.inv(phi.T @ phi / 0.09 + torch.eye(2, dtype=torch.float64))
+        mean_w = cov @ phi.T @ y / 0.09
+        xq = batch.query_x[0, :, 0].double()
+        pq = torch.stack([xq, torch.ones_like(xq)], -1)
+        m_ref, v_ref = pq @ mean_w, (pq @ cov * pq).sum(-1) + 0.09
+        with torch.no_grad():
+            torch.manual_seed(suite.seed)
+            pred = learner(batch)
+        m, v = pred.mean[0, :, 0].double(), pred.variance[0, :, 0].double()
+        kls.append((0.5 * (torch.log(v / v_ref) + (v_ref + (m_ref - m) ** 2) / v - 1)).mean())
+    # float32 predictives against a float64 closed form
+    assert rec["kl"] == pytest.approx(float(torch.stack(kls).mean()), rel=1e-4, abs=1e-6)
+
+
+def test_docs_block_is_regenerated_in_place(tmp_path: Path) -> None:
+    doc = tmp_path / "b.md"
+    doc.write_text("# Benchmarks\n\nintro\n")
+    meta = {"suite": "linear_gaussian", "description": "d", "budget_s": 5.0, "max_steps": 9, "n_episodes": 4,
+            "command": "bayesmeta benchmark linear_gaussian", "machine": "2-core test", "pending": []}  # fmt: skip
+    rec = {"suite": "linear_gaussian", "method": "maml", "kind": "regression", "mse": 1.0, "mse_ci": [0.5, 1.5],
+           "steps": 3, "cpu_s": 1.0}  # fmt: skip
+    update_docs(doc, meta, [rec])
+    update_docs(doc, meta, [{**rec, "mse": 2.0}])
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n")
+    assert text.count("bayesmeta-benchmark:linear_gaussian:start") == 1
+    assert "| maml | 2 [0.5, 1.5]" in text and "| maml | 1 [" not in text
+    assert "2-core test" in text and "bayesmeta benchmark linear_gaussian" in text and "5 CPU seconds" in text
+
+
+def test_unknown_suite_and_method_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown suite 'nope'.*sinusoid_5shot"):
+        run_benchmark("nope", tmp_path)
+    with pytest.raises(ConfigError, match="unknown method 'protonet' for suite 'linear_gaussian'.*maml"):
+        run_benchmark("linear_gaussian", tmp_path, methods=["protonet"], smoke=True)
+    with pytest.raises(ConfigError, match="budget"):
+        run_benchmark("linear_gaussian", tmp_path, budget_s=-1.0, smoke=True)
+    assert not (tmp_path / "linear_gaussian").exists()  # nothing written before the checks
+
+
+def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = tmp_path / "bench.md"
+    doc.write_text("# B\n")
+    argv = ["benchmark", "linear_gaussian", "--smoke", "--run-dir", str(tmp_path / "r"), "--method", "maml",
+            "--method", "bmaml_prior", "--results-dir", str(tmp_path / "res"), "--docs", str(doc), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "linear_gaussian: maml: done" in out
+    data = json.loads((tmp_path / "res" / "linear_gaussian.json").read_text())
+    assert [r["method"] for r in data["records"]] == ["maml", "bmaml_prior"]
+    assert all(r["kl"] >= 0 and r["w2"] >= 0 for r in data["records"])
+    assert "bayesmeta-benchmark:linear_gaussian:start" in doc.read_text()
+    assert (tmp_path / "r" / "linear_gaussian" / "report" / "posterior_bands.png").is_file()
+    assert main(argv) == 0 and "maml: skipped" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["benchmark", "nope", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayesmeta: error: suite: unknown suite 'nope'") and err.count("\n") == 1
+    assert main(["benchmark", "linear_gaussian", "--smoke", "--method", "xyz", "--run-dir", str(tmp_path)]) == 2
+    assert "unknown method 'xyz'" in capsys.readouterr().err
+    assert main(["benchmark", "--list"]) == 0
+    assert "omniglot_5w1s" in capsys.readouterr().out
