@@ -6,9 +6,23 @@ See :mod:`bayesmeta.benchmark.suites` (the suites and their methods), :mod:`baye
 Markdown tables) and ``docs/benchmarks.md`` (the measured results).
 """
 
-from bayesmeta.benchmark.records import RECORD_KEYS, make_record, markdown_table, update_docs, write_results
+from bayesmeta.benchmark.records import (
+    RECORD_KEYS,
+    make_record,
+    markdown_table,
+    update_docs,
+    write_results,
+)
 from bayesmeta.benchmark.run import BenchmarkResult, MethodOutcome, run_benchmark
-from bayesmeta.benchmark.suites import DERIVED_METHODS, SUITES, MethodEntry, Suite, get_suite, select_methods, smoke_suite
+from bayesmeta.benchmark.suites import (
+    DERIVED_METHODS,
+    SUITES,
+    MethodEntry,
+    Suite,
+    get_suite,
+    select_methods,
+    smoke_suite,
+)
 
 __all__ = [
     "SUITES",

@@ -39,7 +39,10 @@ def _reliability_png(dirs: Sequence[Path], out: Path) -> None:
 
     runs = [r for r in load_runs(list(dirs)) if r.predictive is not None]
     if runs:
-        diagrams = [(r.label, reliability_diagram(r.predictive, r.targets, 15, mask=r.query_mask)) for r in runs]
+        diagrams = [
+            (r.label, reliability_diagram(r.predictive, r.targets, 15, mask=r.query_mask))
+            for r in runs
+        ]
         (out / "reliability.png").write_bytes(to_png(reliability_figure(diagrams)))
 
 
@@ -53,7 +56,9 @@ def _load(train_dirs: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
-def posterior_bands_figure(learners: dict[str, Any], task: Any, x_grid: torch.Tensor, title: str) -> Any:
+def posterior_bands_figure(
+    learners: dict[str, Any], task: Any, x_grid: torch.Tensor, title: str
+) -> Any:
     """Each learner's predictive on one task: mean, central 95% band, support and query points.
 
     Args:
@@ -83,8 +88,17 @@ def posterior_bands_figure(learners: dict[str, Any], task: Any, x_grid: torch.Te
         mean = pred.mean[0, :, 0]
         sd = pred.variance[0, :, 0].clamp_min(0).sqrt()
         g = x_grid.numpy()
-        ax.plot(xq[order].numpy(), yq[order].numpy(), color="0.6", lw=1, label="task (query points)")
-        ax.fill_between(g, (mean - 1.96 * sd).numpy(), (mean + 1.96 * sd).numpy(), alpha=0.3, color="C0", label="95% band")
+        ax.plot(
+            xq[order].numpy(), yq[order].numpy(), color="0.6", lw=1, label="task (query points)"
+        )
+        ax.fill_between(
+            g,
+            (mean - 1.96 * sd).numpy(),
+            (mean + 1.96 * sd).numpy(),
+            alpha=0.3,
+            color="C0",
+            label="95% band",
+        )
         ax.plot(g, mean.numpy(), color="C0", lw=1.5, label="predictive mean")
         ax.scatter(xs.numpy(), ys.numpy(), color="k", s=18, zorder=3, label="support")
         ax.set_title(label, fontsize=9)
@@ -108,17 +122,25 @@ def _prior_draws(learner: Any, x: torch.Tensor, n: int) -> tuple[torch.Tensor, s
     with torch.no_grad():
         prior = getattr(learner, "prior", None)
         if isinstance(prior, DiagonalGaussianPrior):
-            return prior.sample_functions(xx, n, g)[..., 0], "draws from the learned Gaussian prior over weights"
+            return prior.sample_functions(xx, n, g)[
+                ..., 0
+            ], "draws from the learned Gaussian prior over weights"
         if isinstance(learner, DKT) and learner.task_kind != "classification":
             z = learner.deep_kernel.features(xx.unsqueeze(0), "x")  # [1, G, F]
             k = learner.deep_kernel.covariance(z, z)[0].double()
             m = learner.mean_module(z)[0].double()
-            chol = torch.linalg.cholesky(k + 1e-6 * k.diagonal().mean() * torch.eye(k.shape[0], dtype=k.dtype))
+            chol = torch.linalg.cholesky(
+                k + 1e-6 * k.diagonal().mean() * torch.eye(k.shape[0], dtype=k.dtype)
+            )
             eps = torch.randn(k.shape[0], n, generator=g, dtype=k.dtype)
-            return (m.unsqueeze(-1) + chol @ eps).T.float(), "draws from the GP prior under the learned deep kernel"
+            return (
+                m.unsqueeze(-1) + chol @ eps
+            ).T.float(), "draws from the GP prior under the learned deep kernel"
         model = getattr(learner, "model", None)
         if isinstance(model, torch.nn.Module) and getattr(model, "out_features", None) == 1:
-            return model(xx)[..., 0].unsqueeze(0), "the meta-learned initial function (a point estimate)"
+            return model(xx)[..., 0].unsqueeze(
+                0
+            ), "the meta-learned initial function (a point estimate)"
     return None
 
 
@@ -147,7 +169,9 @@ def prior_samples_figure(learners: dict[str, Any], x_grid: torch.Tensor, title: 
     return fig
 
 
-def _regression_figures(suite: Suite, labels: list[str], configs: dict[str, dict[str, Any]], root: Path, out: Path) -> None:
+def _regression_figures(
+    suite: Suite, labels: list[str], configs: dict[str, dict[str, Any]], root: Path, out: Path
+) -> None:
     from bayesmeta.benchmark.run import episode_source
     from bayesmeta.report.figures import to_png
     from bayesmeta.tasks import fixed_episodes
@@ -165,7 +189,9 @@ def _regression_figures(suite: Suite, labels: list[str], configs: dict[str, dict
     lo = float(min(task.support_x.min(), task.query_x.min()))
     hi = float(max(task.support_x.max(), task.query_x.max()))
     grid = torch.linspace(lo, hi, _N_GRID)
-    fig = posterior_bands_figure(learners, task, grid, f"{suite.name}: posterior predictive on test task 0")
+    fig = posterior_bands_figure(
+        learners, task, grid, f"{suite.name}: posterior predictive on test task 0"
+    )
     (out / "posterior_bands.png").write_bytes(to_png(fig))
     prior = prior_samples_figure(learners, grid, f"{suite.name}: functions before seeing any data")
     if prior is not None:
@@ -173,7 +199,11 @@ def _regression_figures(suite: Suite, labels: list[str], configs: dict[str, dict
 
 
 def write_suite_report(
-    suite: Suite, method_dirs: Sequence[Path], out: Path, configs: dict[str, dict[str, Any]], root: Path
+    suite: Suite,
+    method_dirs: Sequence[Path],
+    out: Path,
+    configs: dict[str, dict[str, Any]],
+    root: Path,
 ) -> Path:
     """Write ``out/report.html`` and the PNG figures of one suite; returns the HTML path."""
     from bayesmeta.report import build_report
@@ -187,7 +217,10 @@ def write_suite_report(
     else:
         _regression_figures(suite, [d.name for d in method_dirs], configs, root, out)
     atomic_write_text(
-        "\n".join(sorted(p.name for p in out.iterdir() if p.suffix in (".html", ".png", ".md", ".json"))) + "\n",
+        "\n".join(
+            sorted(p.name for p in out.iterdir() if p.suffix in (".html", ".png", ".md", ".json"))
+        )
+        + "\n",
         out / "INDEX.txt",
     )
     return Path(html)

@@ -42,7 +42,7 @@ import torch
 
 from bayesmeta.benchmark.records import make_record, write_results
 from bayesmeta.benchmark.suites import MethodEntry, Suite, get_suite, select_methods, smoke_suite
-from bayesmeta.config import TASKS, build_episodes, build_task_source, resolve_config
+from bayesmeta.config import TASKS, build_task_source, resolve_config
 from bayesmeta.evaluation import EvaluationResult, evaluate
 from bayesmeta.exceptions import ConfigError, DataError
 from bayesmeta.io import atomic_write_text
@@ -53,7 +53,9 @@ from bayesmeta.tasks.episodes import TaskSource
 
 __all__ = ["BenchmarkResult", "MethodOutcome", "run_benchmark", "suite_configs", "episode_source"]
 
-_CAL_SEED_OFFSET = 2_000_003  # calibration episodes: neither the test (seed) nor the validation seed
+_CAL_SEED_OFFSET = (
+    2_000_003  # calibration episodes: neither the test (seed) nor the validation seed
+)
 
 
 @dataclass
@@ -97,7 +99,11 @@ class BenchmarkResult:
 def _config(suite: Suite, entry: MethodEntry, max_steps: int) -> dict[str, Any]:
     training = {**suite.training, **entry.training, "steps": int(max_steps), "seed": 0,
                 "val_episodes": suite.val_episodes}  # fmt: skip
-    evaluation = {"n_episodes": suite.n_episodes, "seed": suite.seed, "tasks_per_batch": suite.tasks_per_batch}
+    evaluation = {
+        "n_episodes": suite.n_episodes,
+        "seed": suite.seed,
+        "tasks_per_batch": suite.tasks_per_batch,
+    }
     if suite.test_tasks is None:
         evaluation["tasks"] = dict(suite.test_overrides)
     return {
@@ -114,7 +120,9 @@ def copy_dict(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d))
 
 
-def suite_configs(suite: Suite, entries: Sequence[MethodEntry], max_steps: int) -> dict[str, dict[str, Any]]:
+def suite_configs(
+    suite: Suite, entries: Sequence[MethodEntry], max_steps: int
+) -> dict[str, dict[str, Any]]:
     """The resolved run config of every trained method (derived methods are not trained).
 
     Raises:
@@ -160,7 +168,12 @@ def _read_json(path: Path) -> Any:
 
 
 def _check_suite_dir(suite_dir: Path, suite: Suite, smoke: bool) -> None:
-    info = {"suite": suite.name, "smoke": smoke, "settings_sha256": _digest(_settings(suite)), "settings": _settings(suite)}
+    info = {
+        "suite": suite.name,
+        "smoke": smoke,
+        "settings_sha256": _digest(_settings(suite)),
+        "settings": _settings(suite),
+    }
     path = suite_dir / "suite.json"
     old = _read_json(path) if path.is_file() else None
     if isinstance(old, dict) and old.get("settings_sha256") != info["settings_sha256"]:
@@ -188,7 +201,12 @@ def _training_done(led: dict[str, Any], budget_s: float, max_steps: int) -> str 
 
 
 def _train(
-    cfg: dict[str, Any], train_dir: Path, budget_s: float, max_steps: int, deadline: float | None, progress: bool
+    cfg: dict[str, Any],
+    train_dir: Path,
+    budget_s: float,
+    max_steps: int,
+    deadline: float | None,
+    progress: bool,
 ) -> tuple[dict[str, Any], str | None]:
     """Train within what is left of the budget; returns the ledger and why training is over (None: not yet)."""
     from bayesmeta.runs import train_run
@@ -202,7 +220,14 @@ def _train(
     remaining = budget_s - float(led.get("cpu_s", 0.0))
     minutes = None if deadline is None else max((deadline - time.monotonic()) / 60.0, 1e-3)
     start = time.process_time()
-    res = train_run(cfg, train_dir, steps=max_steps, progress=progress, max_minutes=minutes, max_cpu_seconds=remaining)
+    res = train_run(
+        cfg,
+        train_dir,
+        steps=max_steps,
+        progress=progress,
+        max_minutes=minutes,
+        max_cpu_seconds=remaining,
+    )
     led = {"cpu_s": float(led.get("cpu_s", 0.0)) + (time.process_time() - start), "steps": int(res.steps),
            "best_step": res.best_step, "best_val": res.best_val}  # fmt: skip
     atomic_write_text(json.dumps(led, indent=2) + "\n", train_dir / "benchmark.json")
@@ -270,7 +295,9 @@ def _evaluate(
     if entry.calibrator == "temperature":
         calibrator = TemperatureScaling()
         cal_eps = fixed_episodes(
-            episode_source(suite, cfg, "val"), suite.val_episodes, seed=suite.seed + _CAL_SEED_OFFSET,
+            episode_source(suite, cfg, "val"),
+            suite.val_episodes,
+            seed=suite.seed + _CAL_SEED_OFFSET,
             tasks_per_batch=suite.tasks_per_batch,
         )
     res = evaluate(
@@ -303,7 +330,9 @@ def _evaluate(
 
 
 # ------------------------------------------------------------------------------ the call
-def _record_key(suite: Suite, entry: MethodEntry, cfg: dict[str, Any], budget_s: float, max_steps: int) -> str:
+def _record_key(
+    suite: Suite, entry: MethodEntry, cfg: dict[str, Any], budget_s: float, max_steps: int
+) -> str:
     return _digest({"settings": _settings(suite), "method": asdict(entry), "config": cfg, "budget_s": budget_s,
                     "max_steps": max_steps})  # fmt: skip
 
@@ -364,7 +393,9 @@ def run_benchmark(
     if max_minutes is not None and not max_minutes > 0:
         raise ConfigError(f"max_minutes: expected a positive number, got {max_minutes!r}")
     entries = select_methods(s, list(methods) if methods is not None else None)
-    configs = suite_configs(s, entries, steps_cap)  # every config checked before anything is written
+    configs = suite_configs(
+        s, entries, steps_cap
+    )  # every config checked before anything is written
     if threads is not None:
         torch.set_num_threads(int(threads))
     root = Path(run_dir)
@@ -383,7 +414,11 @@ def run_benchmark(
         key = _record_key(s, entry, cfg, budget, steps_cap)
         rec_path = out_dir / "record.json"
         old = _read_json(rec_path) if rec_path.is_file() else None
-        if isinstance(old, dict) and old.get("record_key") == key and (out_dir / "eval" / "summary.json").is_file():
+        if (
+            isinstance(old, dict)
+            and old.get("record_key") == key
+            and (out_dir / "eval" / "summary.json").is_file()
+        ):
             rec = {k: v for k, v in old.items() if k != "record_key"}
             result.outcomes.append(MethodOutcome(entry.label, "skipped", rec))
             continue
@@ -395,7 +430,9 @@ def run_benchmark(
             continue
         res = _evaluate(s, entry, cfg, train_dir, progress)
         res.save(out_dir / "eval")
-        rec = make_record(s, entry.label, res, budget_s=budget, ledger=led, stopped=stopped, max_steps=steps_cap)
+        rec = make_record(
+            s, entry.label, res, budget_s=budget, ledger=led, stopped=stopped, max_steps=steps_cap
+        )
         atomic_write_text(json.dumps({**rec, "record_key": key}, indent=2) + "\n", rec_path)
         result.outcomes.append(MethodOutcome(entry.label, "done", rec))
     result.records = [o.record for o in result.outcomes if o.record is not None]
@@ -407,7 +444,11 @@ def run_benchmark(
             f"delete {suite_dir} and run again"
         )
     if result.records:
-        out = Path(results_dir) if results_dir is not None else (suite_dir / "results" if smoke else Path("benchmarks/results"))
+        out = (
+            Path(results_dir)
+            if results_dir is not None
+            else (suite_dir / "results" if smoke else Path("benchmarks/results"))
+        )
         meta = {
             "suite": s.name,
             "description": s.description,

@@ -144,22 +144,56 @@ def _regression_methods(inner_lr: float, inner_steps: int, mlp: dict[str, Any], 
         MethodEntry("metasgd", {"name": "metasgd", **inner}, dict(mlp)),
         MethodEntry("anil", {"name": "anil", **inner}, dict(mlp)),
         MethodEntry("reptile", {"name": "reptile", "inner_lr": 0.02, "inner_steps": 5}, dict(mlp)),
-        MethodEntry("imaml", {"name": "imaml", "inner_lr": 0.02, "inner_steps": 10, "reg": 1.0, "cg_steps": 5}, dict(mlp)),
-        MethodEntry("bmaml", {"name": "bmaml", "n_particles": 5, **inner, "leader_steps": inner_steps}, dict(mlp)),
         MethodEntry(
-            "bmaml_prior",
-            {"name": "bmaml", "n_particles": 5, **inner, "leader_steps": inner_steps, "prior": "learned",
-             "prior_init_std": prior_std},
+            "imaml",
+            {"name": "imaml", "inner_lr": 0.02, "inner_steps": 10, "reg": 1.0, "cg_steps": 5},
             dict(mlp),
         ),
-        MethodEntry("platipus", {"name": "platipus", **inner, "n_samples": 5, "kl_weight": 0.001}, dict(mlp)),
+        MethodEntry(
+            "bmaml",
+            {"name": "bmaml", "n_particles": 5, **inner, "leader_steps": inner_steps},
+            dict(mlp),
+        ),
+        MethodEntry(
+            "bmaml_prior",
+            {
+                "name": "bmaml",
+                "n_particles": 5,
+                **inner,
+                "leader_steps": inner_steps,
+                "prior": "learned",
+                "prior_init_std": prior_std,
+            },
+            dict(mlp),
+        ),
+        MethodEntry(
+            "platipus", {"name": "platipus", **inner, "n_samples": 5, "kl_weight": 0.001}, dict(mlp)
+        ),
         MethodEntry("dkt", {"name": "dkt", "kernel": dkt_kernel, "n_mixtures": 4}, dict(mlp)),
-        MethodEntry("alpaca", {"name": "alpaca", "prior_precision": 1.0, "noise_init": 1.0}, dict(mlp)),
+        MethodEntry(
+            "alpaca", {"name": "alpaca", "prior_precision": 1.0, "noise_init": 1.0}, dict(mlp)
+        ),
         MethodEntry("versa", {"name": "versa", "n_samples": 32, "hidden": 128}, dict(mlp)),
         MethodEntry("cnp", {"name": "cnp", "hidden": 128, "r_dim": 128}),
-        MethodEntry("np", {"name": "np", "hidden": 128, "r_dim": 128, "z_dim": 128, "n_samples": 32}),
-        MethodEntry("anp", {"name": "anp", "hidden": 128, "r_dim": 128, "z_dim": 128, "n_heads": 8, "n_samples": 32}),
-        MethodEntry("ensemble", {"name": "ensemble", "members": 3, "base": {"name": "maml", **inner}}, dict(mlp)),
+        MethodEntry(
+            "np", {"name": "np", "hidden": 128, "r_dim": 128, "z_dim": 128, "n_samples": 32}
+        ),
+        MethodEntry(
+            "anp",
+            {
+                "name": "anp",
+                "hidden": 128,
+                "r_dim": 128,
+                "z_dim": 128,
+                "n_heads": 8,
+                "n_samples": 32,
+            },
+        ),
+        MethodEntry(
+            "ensemble",
+            {"name": "ensemble", "members": 3, "base": {"name": "maml", **inner}},
+            dict(mlp),
+        ),
     )
 
 
@@ -171,26 +205,59 @@ def _classification_methods(n_way: int, conv: dict[str, Any]) -> tuple[MethodEnt
         MethodEntry("fomaml", {"name": "fomaml", **inner}, dict(conv)),
         MethodEntry("anil", {"name": "anil", "inner_lr": 0.4, "inner_steps": 5}, dict(conv)),
         MethodEntry("protonet", {"name": "protonet"}, dict(conv)),
-        MethodEntry("protonet+ts", {"name": "protonet"}, dict(conv), derived_from="protonet", calibrator="temperature"),
+        MethodEntry(
+            "protonet+ts",
+            {"name": "protonet"},
+            dict(conv),
+            derived_from="protonet",
+            calibrator="temperature",
+        ),
         MethodEntry("matching", {"name": "matching", "learn_scale": True}, dict(conv)),
         MethodEntry("versa", {"name": "versa", "n_samples": 10, "variance": True}, dict(conv)),
         MethodEntry(
             "dkt",
-            {"name": "dkt", "kernel": "rbf", "n_way": n_way, "noise_init": 0.1, "learn_noise": False,
-             "class_probs": "max", "learn_temperature": True},
+            {
+                "name": "dkt",
+                "kernel": "rbf",
+                "n_way": n_way,
+                "noise_init": 0.1,
+                "learn_noise": False,
+                "class_probs": "max",
+                "learn_temperature": True,
+            },
             dict(conv),
         ),
-        MethodEntry("bmaml", {"name": "bmaml", "n_particles": 3, **inner, "leader_steps": 1}, dict(conv)),
-        MethodEntry("platipus", {"name": "platipus", **inner, "n_samples": 3, "kl_weight": 0.001}, dict(conv)),
-        MethodEntry("ensemble", {"name": "ensemble", "members": 3, "base": {"name": "protonet"}}, dict(conv)),
+        MethodEntry(
+            "bmaml", {"name": "bmaml", "n_particles": 3, **inner, "leader_steps": 1}, dict(conv)
+        ),
+        MethodEntry(
+            "platipus",
+            {"name": "platipus", **inner, "n_samples": 3, "kl_weight": 0.001},
+            dict(conv),
+        ),
+        MethodEntry(
+            "ensemble", {"name": "ensemble", "members": 3, "base": {"name": "protonet"}}, dict(conv)
+        ),
     )
 
 
 _CONV = {"name": "conv4", "hidden": 64, "norm": "task"}
 _SMOKE_CONV = {"hidden": 8}
 _SMOKE_REG = {"hidden": [8]}
-_SINUSOID_TRAINING = {"meta_batch_size": 25, "lr": 1e-3, "val_every": 500, "checkpoint_every": 500, "log_every": 50}
-_IMAGE_TRAINING = {"meta_batch_size": 4, "lr": 1e-3, "val_every": 200, "checkpoint_every": 50, "log_every": 10}
+_SINUSOID_TRAINING = {
+    "meta_batch_size": 25,
+    "lr": 1e-3,
+    "val_every": 500,
+    "checkpoint_every": 500,
+    "log_every": 50,
+}
+_IMAGE_TRAINING = {
+    "meta_batch_size": 4,
+    "lr": 1e-3,
+    "val_every": 200,
+    "checkpoint_every": 50,
+    "log_every": 10,
+}
 _SMOKE = {
     "n_episodes": 4, "val_episodes": 2, "tasks_per_batch": 2, "budget_s": 30.0, "max_steps": 3,
     "training": {"meta_batch_size": 2, "val_every": 2, "checkpoint_every": 2, "log_every": 1},
@@ -213,8 +280,14 @@ def _sinusoid(k: int) -> Suite:
     )
 
 
-def _dkt_protocol(name: str, test_range: tuple[float, float] | None, train_suite: str | None) -> Suite:
-    where = "in range, x in [-5, 5]" if test_range is None else f"out of range, every point in {list(test_range)}"
+def _dkt_protocol(
+    name: str, test_range: tuple[float, float] | None, train_suite: str | None
+) -> Suite:
+    where = (
+        "in range, x in [-5, 5]"
+        if test_range is None
+        else f"out of range, every point in {list(test_range)}"
+    )
     over: dict[str, Any] = {"n_query": 195}
     if test_range is not None:
         over["x_range"] = list(test_range)
@@ -238,7 +311,8 @@ def _dkt_protocol(name: str, test_range: tuple[float, float] | None, train_suite
 def _linear_gaussian() -> Suite:
     linear = {"name": "mlp", "hidden": []}
     methods = tuple(
-        m for m in _regression_methods(0.15, 5, linear, dkt_kernel="rbf", prior_std=1.0)
+        m
+        for m in _regression_methods(0.15, 5, linear, dkt_kernel="rbf", prior_std=1.0)
         if m.label not in ("reptile", "imaml")  # their inner loop settings are for 40-40 MLPs
     )
     return Suite(
@@ -246,7 +320,13 @@ def _linear_gaussian() -> Suite:
         description="Bayesian linear regression y = w x + b + N(0, 0.3^2), w, b ~ N(0, 1), x in [-2, 2]; 5-shot; "
         "scored also by KL and W2 to the exact posterior predictive",
         kind="regression",
-        tasks={"name": "linear_gaussian", "k_shot": 5, "n_query": 10, "noise_std": 0.3, "x_range": [-2.0, 2.0]},
+        tasks={
+            "name": "linear_gaussian",
+            "k_shot": 5,
+            "n_query": 10,
+            "noise_std": 0.3,
+            "x_range": [-2.0, 2.0],
+        },
         test_overrides={"n_query": 50},
         n_episodes=500,
         tasks_per_batch=50,
@@ -268,7 +348,9 @@ def _gp_curves() -> Suite:
         tasks_per_batch=20,
         budget_s=180.0,
         training={**_SINUSOID_TRAINING, "meta_batch_size": 16, "lr": 5e-4},
-        methods=tuple(m for m in _regression_methods(0.01, 1, _MLP) if m.label not in ("reptile", "imaml")),
+        methods=tuple(
+            m for m in _regression_methods(0.01, 1, _MLP) if m.label not in ("reptile", "imaml")
+        ),
         smoke={**_SMOKE, "tasks": {"max_context": 6, "n_target": 6}, "model": _SMOKE_REG},
     )
 
@@ -287,7 +369,12 @@ def _omniglot(n_way: int, k_shot: int) -> Suite:
         budget_s=600.0,
         training=dict(_IMAGE_TRAINING),
         methods=_classification_methods(n_way, _CONV),
-        smoke={**_SMOKE, "test_overrides": {"n_query": 2}, "tasks": {"n_query": 2}, "model": _SMOKE_CONV},
+        smoke={
+            **_SMOKE,
+            "test_overrides": {"n_query": 2},
+            "tasks": {"n_query": 2},
+            "model": _SMOKE_CONV,
+        },
     )
 
 
@@ -297,16 +384,33 @@ def _medical(dataset: str, positive_note: str) -> Suite:
         description=f"meta-trained on MedNIST (random 2-way 5-shot episodes), tested on {dataset} 2-way 5-shot "
         f"(support from its train split, queries from its test split at natural prevalence; {positive_note})",
         kind="classification",
-        tasks={"name": "mednist", "n_way": 2, "k_shot": 5, "n_query": 10, "class_identity": "random"},
-        test_tasks={"name": "medmnist", "dataset": dataset, "k_shot": 5, "n_query": 10, "prevalence": "natural",
-                    "support_split": "train"},  # fmt: skip
+        tasks={
+            "name": "mednist",
+            "n_way": 2,
+            "k_shot": 5,
+            "n_query": 10,
+            "class_identity": "random",
+        },
+        test_tasks={
+            "name": "medmnist",
+            "dataset": dataset,
+            "k_shot": 5,
+            "n_query": 10,
+            "prevalence": "natural",
+            "support_split": "train",
+        },  # fmt: skip
         n_episodes=200,
         val_episodes=50,
         tasks_per_batch=10,
         budget_s=300.0,
         training=dict(_IMAGE_TRAINING),
         methods=_classification_methods(2, _CONV),
-        smoke={**_SMOKE, "test_tasks": {"n_query": 2}, "tasks": {"n_query": 2}, "model": _SMOKE_CONV},
+        smoke={
+            **_SMOKE,
+            "test_tasks": {"n_query": 2},
+            "tasks": {"n_query": 2},
+            "model": _SMOKE_CONV,
+        },
     )
 
 
@@ -340,7 +444,9 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]
 
 
-def select_methods(suite: Suite, labels: list[str] | tuple[str, ...] | None) -> tuple[MethodEntry, ...]:
+def select_methods(
+    suite: Suite, labels: list[str] | tuple[str, ...] | None
+) -> tuple[MethodEntry, ...]:
     """The entries of ``labels`` (default: all), in the suite's order; a derived method brings the
     method it is computed from.
 
@@ -384,7 +490,14 @@ def smoke_suite(suite: Suite) -> Suite:
         if "n_heads" in method:
             method["n_heads"] = 2
         methods.append(replace(m, method=method, model=_shrink_model(m.model, model_over)))
-    test_tasks = None if suite.test_tasks is None else {**suite.test_tasks, **(test_tasks_over or {})}
+    test_tasks = (
+        None if suite.test_tasks is None else {**suite.test_tasks, **(test_tasks_over or {})}
+    )
     return replace(
-        suite, tasks={**suite.tasks, **tasks_over}, test_tasks=test_tasks, training=training, methods=tuple(methods), **sm
+        suite,
+        tasks={**suite.tasks, **tasks_over},
+        test_tasks=test_tasks,
+        training=training,
+        methods=tuple(methods),
+        **sm,
     )

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from bayesmeta.benchmark import RECORD_KEYS, SUITES, get_suite, run_benchmark, smoke_suite, update_docs
-from bayesmeta.benchmark.run import suite_configs, episode_source
+from bayesmeta.benchmark import (
+    RECORD_KEYS,
+    SUITES,
+    get_suite,
+    run_benchmark,
+    smoke_suite,
+    update_docs,
+)
+from bayesmeta.benchmark.run import episode_source, suite_configs
 from bayesmeta.cli import main
 from bayesmeta.evaluation import episode_fingerprint
 from bayesmeta.exceptions import ConfigError
@@ -30,7 +37,12 @@ def test_classification_records_have_the_issue_schema(omniglot_run) -> None:
     root, res = omniglot_run
     records = json.loads((root / "results" / "uncertainty.json").read_text())
     assert isinstance(records, list)
-    assert [r["method"] for r in records] == ["protonet", "protonet+ts", "dkt", "ensemble"]  # suite order
+    assert [r["method"] for r in records] == [
+        "protonet",
+        "protonet+ts",
+        "dkt",
+        "ensemble",
+    ]  # suite order
     for r in records:
         for key in RECORD_KEYS:
             assert key in r, (r["method"], key)
@@ -61,7 +73,9 @@ def test_every_method_saw_the_same_episodes(omniglot_run) -> None:
     suite = smoke_suite(get_suite("omniglot_5w1s"))
     cfg = suite_configs(suite, suite.methods, 3)["protonet"]
     # an independent draw of the suite's test episodes gives the same fingerprint
-    eps = fixed_episodes(episode_source(suite, cfg), suite.n_episodes, seed=suite.seed, tasks_per_batch=1)
+    eps = fixed_episodes(
+        episode_source(suite, cfg), suite.n_episodes, seed=suite.seed, tasks_per_batch=1
+    )
     want = episode_fingerprint(eps)
     assert {r["episode_fingerprint"] for r in res.records} == {want}
     assert all(r["n_tasks"] == suite.n_episodes for r in res.records)
@@ -83,7 +97,15 @@ def test_rerun_skips_finished_methods(omniglot_run) -> None:
 
 
 def test_steps_cap_and_cpu_budget_are_respected(tmp_path: Path) -> None:
-    res = run_benchmark("linear_gaussian", tmp_path, methods=["maml"], smoke=True, max_steps=2, progress=False, report=False)
+    res = run_benchmark(
+        "linear_gaussian",
+        tmp_path,
+        methods=["maml"],
+        smoke=True,
+        max_steps=2,
+        progress=False,
+        report=False,
+    )
     (rec,) = res.records
     assert rec["steps"] == 2 and rec["stopped"] == "steps"
     # a budget far below one step's cost: training stops after the first step past it
@@ -97,11 +119,30 @@ def test_steps_cap_and_cpu_budget_are_respected(tmp_path: Path) -> None:
 
 
 def test_partial_training_continues_from_its_checkpoint(tmp_path: Path) -> None:
-    first = run_benchmark("linear_gaussian", tmp_path, methods=["maml"], smoke=True, max_steps=2, progress=False, report=False)
+    first = run_benchmark(
+        "linear_gaussian",
+        tmp_path,
+        methods=["maml"],
+        smoke=True,
+        max_steps=2,
+        progress=False,
+        report=False,
+    )
     assert first.records[0]["steps"] == 2
-    more = run_benchmark("linear_gaussian", tmp_path, methods=["maml"], smoke=True, max_steps=5, progress=False, report=False)
+    more = run_benchmark(
+        "linear_gaussian",
+        tmp_path,
+        methods=["maml"],
+        smoke=True,
+        max_steps=5,
+        progress=False,
+        report=False,
+    )
     assert more.outcomes[0].status == "done" and more.records[0]["steps"] == 5
-    lines = [json.loads(x) for x in (tmp_path / "linear_gaussian" / "maml" / "metrics.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x)
+        for x in (tmp_path / "linear_gaussian" / "maml" / "metrics.jsonl").read_text().splitlines()
+    ]
     steps = [r["step"] for r in lines if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 5  # continued, no step logged twice
 
@@ -112,12 +153,21 @@ def test_wall_time_limit_leaves_methods_partial(tmp_path: Path) -> None:
         report=False,
     )  # fmt: skip
     assert [o.status for o in res.outcomes] == ["partial", "partial"] and not res.complete
-    res = run_benchmark("linear_gaussian", tmp_path, methods=["maml", "bmaml"], smoke=True, progress=False, report=False)
+    res = run_benchmark(
+        "linear_gaussian",
+        tmp_path,
+        methods=["maml", "bmaml"],
+        smoke=True,
+        progress=False,
+        report=False,
+    )
     assert res.complete and [o.status for o in res.outcomes] == ["done", "done"]
 
 
 def test_linear_gaussian_reference_scores_match_a_hand_computed_posterior(tmp_path: Path) -> None:
-    res = run_benchmark("linear_gaussian", tmp_path, methods=["alpaca"], smoke=True, progress=False, report=False)
+    res = run_benchmark(
+        "linear_gaussian", tmp_path, methods=["alpaca"], smoke=True, progress=False, report=False
+    )
     (rec,) = res.records
     from bayesmeta.runs import load_learner
 
@@ -156,13 +206,19 @@ def test_docs_block_is_regenerated_in_place(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks\n\nintro\n")
     assert text.count("bayesmeta-benchmark:linear_gaussian:start") == 1
     assert "| maml | 2 [0.5, 1.5]" in text and "| maml | 1 [" not in text
-    assert "2-core test" in text and "bayesmeta benchmark linear_gaussian" in text and "5 CPU seconds" in text
+    assert (
+        "2-core test" in text
+        and "bayesmeta benchmark linear_gaussian" in text
+        and "5 CPU seconds" in text
+    )
 
 
 def test_unknown_suite_and_method_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown suite 'nope'.*sinusoid_5shot"):
         run_benchmark("nope", tmp_path)
-    with pytest.raises(ConfigError, match="unknown method 'protonet' for suite 'linear_gaussian'.*maml"):
+    with pytest.raises(
+        ConfigError, match="unknown method 'protonet' for suite 'linear_gaussian'.*maml"
+    ):
         run_benchmark("linear_gaussian", tmp_path, methods=["protonet"], smoke=True)
     with pytest.raises(ConfigError, match="budget"):
         run_benchmark("linear_gaussian", tmp_path, budget_s=-1.0, smoke=True)
@@ -189,7 +245,20 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["benchmark", "nope", "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bayesmeta: error: suite: unknown suite 'nope'") and err.count("\n") == 1
-    assert main(["benchmark", "linear_gaussian", "--smoke", "--method", "xyz", "--run-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "benchmark",
+                "linear_gaussian",
+                "--smoke",
+                "--method",
+                "xyz",
+                "--run-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "unknown method 'xyz'" in capsys.readouterr().err
     assert main(["benchmark", "--list"]) == 0
     assert "omniglot_5w1s" in capsys.readouterr().out

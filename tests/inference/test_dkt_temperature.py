@@ -12,7 +12,9 @@ from bayesmeta.models import MLP
 from bayesmeta.tasks import TaskBatch
 
 
-def _batch(separation: float, *, shuffle_query: bool = False, t: int = 8, seed: int = 0) -> TaskBatch:
+def _batch(
+    separation: float, *, shuffle_query: bool = False, t: int = 8, seed: int = 0
+) -> TaskBatch:
     """2-way tasks, 3 support and 10 query points per class around class centres ``+-separation``.
 
     ``shuffle_query`` draws the query labels at random, so nothing predicts them (an
@@ -20,8 +22,12 @@ def _batch(separation: float, *, shuffle_query: bool = False, t: int = 8, seed: 
     """
     g = torch.Generator().manual_seed(seed)
     centres = torch.tensor([-separation, separation], dtype=torch.float64).reshape(1, 2, 1, 1)
-    sx = (centres + 0.3 * torch.randn(t, 2, 3, 1, generator=g, dtype=torch.float64)).reshape(t, 6, 1)
-    qx = (centres + 0.3 * torch.randn(t, 2, 10, 1, generator=g, dtype=torch.float64)).reshape(t, 20, 1)
+    sx = (centres + 0.3 * torch.randn(t, 2, 3, 1, generator=g, dtype=torch.float64)).reshape(
+        t, 6, 1
+    )
+    qx = (centres + 0.3 * torch.randn(t, 2, 10, 1, generator=g, dtype=torch.float64)).reshape(
+        t, 20, 1
+    )
     sy = torch.arange(2).repeat_interleave(3).repeat(t, 1)
     qy = torch.arange(2).repeat_interleave(10).repeat(t, 1)
     if shuffle_query:
@@ -32,7 +38,12 @@ def _batch(separation: float, *, shuffle_query: bool = False, t: int = 8, seed: 
 def _dkt(noise: float, **kw: object) -> DKT:
     torch.manual_seed(0)
     return DKT(
-        MLP(1, None, hidden=(8,)), task_kind="classification", n_way=2, noise_init=noise, learn_noise=False, **kw  # type: ignore[arg-type]
+        MLP(1, None, hidden=(8,)),
+        task_kind="classification",
+        n_way=2,
+        noise_init=noise,
+        learn_noise=False,
+        **kw,  # type: ignore[arg-type]
     ).double()
 
 
@@ -68,7 +79,9 @@ def test_temperature_rises_when_the_query_labels_are_unpredictable() -> None:
     batch = _batch(3.0, shuffle_query=True)
     before, after = _fit_temperature(dkt, batch)
     assert float(dkt.class_temperature().detach()) > 2.0  # softened towards the uniform 50/50
-    assert after < 0.5 * before  # confidently wrong at T = 1; the optimum is T -> infinity (NLL log 2)
+    assert (
+        after < 0.5 * before
+    )  # confidently wrong at T = 1; the optimum is T -> infinity (NLL log 2)
 
 
 def test_query_term_reaches_the_temperature_only() -> None:
@@ -77,7 +90,9 @@ def test_query_term_reaches_the_temperature_only() -> None:
     fixed.load_state_dict({k: v for k, v in learned.state_dict().items() if k != "log_temperature"})
     assert fixed.log_temperature is None
     out_l, out_f = learned.meta_loss(batch), fixed.meta_loss(batch)
-    assert float(out_l.loss) == pytest.approx(float(out_f.loss) + out_l.metrics["query_nll"], rel=1e-12)
+    assert float(out_l.loss) == pytest.approx(
+        float(out_f.loss) + out_l.metrics["query_nll"], rel=1e-12
+    )
     out_l.loss.backward()
     out_f.loss.backward()
     assert learned.log_temperature is not None and learned.log_temperature.grad is not None
@@ -100,7 +115,9 @@ def test_temperature_divides_the_class_log_probabilities_and_keeps_the_decision(
         p1 = dkt.predict(dkt.adapt(batch.support), batch.query_x)
         dkt.log_temperature.fill_(math.log(2.5))  # type: ignore[union-attr]
         p2 = dkt.predict(dkt.adapt(batch.support), batch.query_x)
-    torch.testing.assert_close(p2.sample_log_probs, torch.log_softmax(p1.sample_log_probs / 2.5, -1))
+    torch.testing.assert_close(
+        p2.sample_log_probs, torch.log_softmax(p1.sample_log_probs / 2.5, -1)
+    )
     assert torch.equal(p1.predicted, p2.predicted)
 
 
@@ -110,7 +127,9 @@ def test_checkpoint_without_temperature_loads_with_the_initial_one() -> None:
     with torch.no_grad():
         dkt.log_temperature.fill_(1.7)  # type: ignore[union-attr]
     dkt.load_state_dict(old)
-    assert float(dkt.class_temperature().detach()) == pytest.approx(math.exp(1.7))  # kept: nothing to load
+    assert float(dkt.class_temperature().detach()) == pytest.approx(
+        math.exp(1.7)
+    )  # kept: nothing to load
     fresh = _dkt(noise=0.1, temperature=1.0)
     fresh.load_state_dict(old)
     assert float(fresh.class_temperature().detach()) == pytest.approx(1.0)
