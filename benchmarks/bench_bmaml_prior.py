@@ -6,7 +6,7 @@ the same 300 fixed test tasks (100 query points each): MSE and NLL, the learned 
 standard deviation per layer, and -- the diagnostic -- the MSE of the same trained BMAML when its
 particles start at the prior *mean* (std 1e-4, no prior term) instead of prior draws (``mse_at_mean``).
 
-    .venv/bin/python benchmarks/bench_bmaml_prior.py --steps 1500
+    .venv/bin/python benchmarks/bench_bmaml_prior.py --steps 1000
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from bayesmeta.training import MetaTrainer
 
 VARIANTS = {
     "maml": {},
-    "bmaml_prior_std0.1_chaser": {"prior_init_std": 0.1, "objective": "chaser"},
-    "bmaml_prior_std0.05_chaser": {"prior_init_std": 0.05, "objective": "chaser"},
-    "bmaml_prior_std0.01_chaser": {"prior_init_std": 0.01, "objective": "chaser"},
+    "bmaml_particle_set": {"prior": None},
+    "bmaml_prior_std0.05": {"prior_init_std": 0.05},
+    "bmaml_prior_std0.05_no_prior_term": {"prior_init_std": 0.05, "prior_weight": 0.0},
+    "bmaml_prior_std0.01": {"prior_init_std": 0.01},
     "bmaml_prior_std0.05_nll": {"prior_init_std": 0.05, "objective": "nll"},
 }
 
@@ -37,22 +38,13 @@ def build(name: str) -> torch.nn.Module:
     net = MLP(1, 1, hidden=(40, 40))
     if name == "maml":
         return MAML(net, inner_lr=0.01, inner_steps=1, task_kind="regression")
-    opts = VARIANTS[name]
-    return BMAML(
-        net,
-        n_particles=5,
-        inner_lr=0.01,
-        inner_steps=1,
-        leader_steps=1,
-        prior="learned",
-        task_kind="regression",
-        **opts,
-    )
+    opts = {"prior": "learned", "objective": "chaser", **VARIANTS[name]}
+    return BMAML(net, n_particles=5, inner_lr=0.01, inner_steps=1, leader_steps=1, task_kind="regression", **opts)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     args = ap.parse_args()

@@ -5,8 +5,8 @@ seed 0) is meta-trained on the DKT protocol's noisy sinusoids (5 support + 5 que
 noise 0.1) and scored on 200 fixed tasks whose 5 support and 195 query points are all in
 [-5, 10] (the paper's out-of-range test), split by where the query lies, for several test-time
 inner loops: no step (the meta-learned initial function), one step of 0.01 (the trained
-setting), and one step of a smaller size. ``step_gain`` is the median over support sets of
-``lr * ||d f(x)/d theta||^2`` at the support points, the factor by which one gradient step
+setting), and one step of a smaller size. ``step_gain`` is the median over 101 grid points x of
+``lr * ||d f(x)/d theta||^2`` (the trained initial network), the factor by which one gradient step
 scales a residual at x: above 2 a step overshoots (the residual grows and flips sign).
 
     .venv/bin/python benchmarks/bench_maml_out_of_range.py --steps 4000
