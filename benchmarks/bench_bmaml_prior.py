@@ -27,9 +27,10 @@ VARIANTS = {
     "maml": {},
     "bmaml_particle_set": {"prior": None},
     "bmaml_prior_std0.05": {"prior_init_std": 0.05},
+    "bmaml_prior_std0.05_fixed_std": {"prior_init_std": 0.05, "fixed_std": True},
+    "bmaml_prior_std0.1_fixed_std": {"prior_init_std": 0.1, "fixed_std": True},
     "bmaml_prior_std0.05_no_prior_term": {"prior_init_std": 0.05, "prior_weight": 0.0},
-    "bmaml_prior_std0.01": {"prior_init_std": 0.01},
-    "bmaml_prior_std0.05_nll": {"prior_init_std": 0.05, "objective": "nll"},
+    "bmaml_prior_std0.1_nll": {"prior_init_std": 0.1, "objective": "nll"},
 }
 
 
@@ -39,7 +40,12 @@ def build(name: str) -> torch.nn.Module:
     if name == "maml":
         return MAML(net, inner_lr=0.01, inner_steps=1, task_kind="regression")
     opts = {"prior": "learned", "objective": "chaser", **VARIANTS[name]}
-    return BMAML(net, n_particles=5, inner_lr=0.01, inner_steps=1, leader_steps=1, task_kind="regression", **opts)
+    fixed = opts.pop("fixed_std", False)
+    learner = BMAML(net, n_particles=5, inner_lr=0.01, inner_steps=1, leader_steps=1, task_kind="regression", **opts)
+    if fixed:  # the prior's standard deviation held at prior_init_std: only its mean is meta-learned
+        for v in learner.prior.log_variance.values():
+            v.requires_grad_(False)
+    return learner
 
 
 def main() -> None:
@@ -67,14 +73,13 @@ def main() -> None:
             row["prior_std"] = {
                 k: round(float(v.mean()), 4) for k, v in learner.prior.stddev.items()
             }
-            with (
-                torch.no_grad()
-            ):  # the same trained learner, particles started (almost) at the prior mean
+            # the same trained learner, particles started (almost) at the prior mean
+            with torch.no_grad():
                 for v in learner.prior.log_variance.values():
                     v.fill_(2 * torch.log(torch.tensor(1e-4)).item())
             learner.prior_weight = 0.0  # a prior term of std 1e-4 would dominate the SVGD step
             res0 = evaluate(learner, test, progress=False, seed=1234)
-            row["mse_at_mean"] = round(res0.summary["mse"].mean, 4)
+            row["mse_at_mean"] = round(res0.summary["mse"].mean, 4) if "mse" in res0.summary else None
         out["results"][name] = row
         print(name, row, flush=True)
     print(json.dumps(out))

@@ -135,9 +135,16 @@ _MLP = {"name": "mlp", "hidden": [40, 40]}
 
 
 def _regression_methods(inner_lr: float, inner_steps: int, mlp: dict[str, Any], *, dkt_kernel: str = "spectral",
-                        prior_std: float = 0.05) -> tuple[MethodEntry, ...]:  # fmt: skip
-    """Every regression learner, with MAML's inner loop where one applies."""
+                        prior_std: float = 0.05, prior_weight: float = 1.0) -> tuple[MethodEntry, ...]:  # fmt: skip
+    """Every regression learner, with MAML's inner loop where one applies.
+
+    ``prior_weight``: BMAML's learned-prior term in the SVGD target. With a truncated inner loop
+    (one step of 0.01) it is 0: the prior gives the initial particles only, because the
+    truncation already acts as the prior and an explicit term on top pulls the particles back
+    to its mean (docs/bayesian_maml.md, "The learned prior on sinusoids").
+    """
     inner = {"inner_lr": inner_lr, "inner_steps": inner_steps}
+    weight = {} if prior_weight == 1.0 else {"prior_weight": prior_weight}
     return (
         MethodEntry("maml", {"name": "maml", **inner}, dict(mlp)),
         MethodEntry("fomaml", {"name": "fomaml", **inner}, dict(mlp)),
@@ -163,6 +170,7 @@ def _regression_methods(inner_lr: float, inner_steps: int, mlp: dict[str, Any], 
                 "leader_steps": inner_steps,
                 "prior": "learned",
                 "prior_init_std": prior_std,
+                **weight,
             },
             dict(mlp),
         ),
@@ -275,7 +283,7 @@ def _sinusoid(k: int) -> Suite:
         tasks_per_batch=50,
         budget_s=120.0,
         training=dict(_SINUSOID_TRAINING),
-        methods=_regression_methods(0.01, 1, _MLP),
+        methods=_regression_methods(0.01, 1, _MLP, prior_weight=0.0),
         smoke={**_SMOKE, "test_overrides": {"n_query": 8}, "model": _SMOKE_REG},
     )
 
@@ -302,7 +310,7 @@ def _dkt_protocol(
         tasks_per_batch=20,
         budget_s=120.0,
         training={**_SINUSOID_TRAINING, "meta_batch_size": 8},
-        methods=_regression_methods(0.01, 1, _MLP),
+        methods=_regression_methods(0.01, 1, _MLP, prior_weight=0.0),
         train_suite=train_suite,
         smoke={**_SMOKE, "test_overrides": {**over, "n_query": 8}, "model": _SMOKE_REG},
     )
@@ -349,7 +357,7 @@ def _gp_curves() -> Suite:
         budget_s=180.0,
         training={**_SINUSOID_TRAINING, "meta_batch_size": 16, "lr": 5e-4},
         methods=tuple(
-            m for m in _regression_methods(0.01, 1, _MLP) if m.label not in ("reptile", "imaml")
+            m for m in _regression_methods(0.01, 1, _MLP, prior_weight=0.0) if m.label not in ("reptile", "imaml")
         ),
         smoke={**_SMOKE, "tasks": {"max_context": 6, "n_target": 6}, "model": _SMOKE_REG},
     )
