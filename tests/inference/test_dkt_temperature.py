@@ -90,8 +90,8 @@ def test_query_term_reaches_the_temperature_only() -> None:
     fixed.load_state_dict({k: v for k, v in learned.state_dict().items() if k != "log_temperature"})
     assert fixed.log_temperature is None
     out_l, out_f = learned.meta_loss(batch), fixed.meta_loss(batch)
-    assert float(out_l.loss) == pytest.approx(
-        float(out_f.loss) + out_l.metrics["query_nll"], rel=1e-12
+    assert float(out_l.loss.detach()) == pytest.approx(
+        float(out_f.loss.detach()) + out_l.metrics["query_nll"], rel=1e-12
     )
     out_l.loss.backward()
     out_f.loss.backward()
