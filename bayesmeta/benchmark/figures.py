@@ -6,7 +6,7 @@ Next to it, PNG files a paper or a reviewer expects:
 
 - ``reliability.png`` (classification): one pooled reliability diagram per method;
 - ``posterior_bands.png`` (one-dimensional regression): every regression learner's posterior
-  predictive on the *same* test task, mean and central 95% band, with the task's support points
+  predictive on the *same* test task (the widest of the first 10), mean and central 95% band, with the task's support points
   and its query points (the classic sinusoid figure);
 - ``prior_samples.png``: functions drawn from each learned prior that can be sampled before any
   data is seen (BMAML's and PLATIPUS's Gaussian priors over weights, DKT's GP prior under the
@@ -114,6 +114,7 @@ def posterior_bands_figure(
 
 def _prior_draws(learner: Any, x: torch.Tensor, n: int) -> tuple[torch.Tensor, str] | None:
     """``[n, G]`` functions from the learner's prior (or its initial function, n = 1), with a note."""
+    from bayesmeta.gaussian import CholeskyJitterWarning, robust_cholesky
     from bayesmeta.inference.dkt import DKT
     from bayesmeta.priors import DiagonalGaussianPrior
 
@@ -129,9 +130,10 @@ def _prior_draws(learner: Any, x: torch.Tensor, n: int) -> tuple[torch.Tensor, s
             z = learner.deep_kernel.features(xx.unsqueeze(0), "x")  # [1, G, F]
             k = learner.deep_kernel.covariance(z, z)[0].double()
             m = learner.mean_module(z)[0].double()
-            chol = torch.linalg.cholesky(
-                k + 1e-6 * k.diagonal().mean() * torch.eye(k.shape[0], dtype=k.dtype)
-            )
+            # a smooth kernel on 200 close grid points is numerically singular: escalate jitter
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CholeskyJitterWarning)
+                chol, _ = robust_cholesky(k, max_jitter=1e-1, name="DKT prior covariance on the grid")
             eps = torch.randn(k.shape[0], n, generator=g, dtype=k.dtype)
             return (
                 m.unsqueeze(-1) + chol @ eps
@@ -181,7 +183,10 @@ def _regression_figures(
         return
     cfg = configs[trained[0]]
     source = episode_source(suite, cfg)
-    task = fixed_episodes(source, 1, seed=suite.seed, tasks_per_batch=1)[0]
+    # the widest of the first 10 test tasks: a near-flat task would show little of the predictive
+    tasks = fixed_episodes(source, min(10, suite.n_episodes), seed=suite.seed, tasks_per_batch=1)
+    index = max(range(len(tasks)), key=lambda i: float(tasks[i].query_y.max() - tasks[i].query_y.min()))
+    task = tasks[index]
     if task.support_x.shape[-1] != 1 or task.support_y.shape[-1] != 1:
         return
     base = root / (suite.train_suite or suite.name)
@@ -190,7 +195,7 @@ def _regression_figures(
     hi = float(max(task.support_x.max(), task.query_x.max()))
     grid = torch.linspace(lo, hi, _N_GRID)
     fig = posterior_bands_figure(
-        learners, task, grid, f"{suite.name}: posterior predictive on test task 0"
+        learners, task, grid, f"{suite.name}: posterior predictive on test task {index}"
     )
     (out / "posterior_bands.png").write_bytes(to_png(fig))
     prior = prior_samples_figure(learners, grid, f"{suite.name}: functions before seeing any data")
