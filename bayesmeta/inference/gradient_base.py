@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -36,7 +37,7 @@ from torch.func import functional_call
 
 from bayesmeta._validation import option_float, option_int
 from bayesmeta.exceptions import ConfigError, NumericalError, ShapeError
-from bayesmeta.inference.base import MetaLearner, TaskKind
+from bayesmeta.inference.base import MetaLearner, TaskKind, TaskPosterior
 from bayesmeta.inference.inner_loop import (
     Params,
     TaskLoss,
@@ -49,6 +50,7 @@ from bayesmeta.models.context import context_mode
 from bayesmeta.tasks.batch import full_mask
 
 __all__ = [
+    "AdaptedParams",
     "GradientLearner",
     "Noise",
     "check_finite_params",
@@ -82,6 +84,32 @@ def check_finite_params(params: Params, what: str) -> None:
             f"particles: {what} produced NaN/Inf in {bad}; the inner loop diverged or the "
             f"meta-parameters are not finite (lower inner_lr, or check the learner's parameters)"
         )
+
+
+@dataclass
+class AdaptedParams(TaskPosterior):
+    """What a gradient-family posterior holds: adapted parameters per task, plus kept context.
+
+    The point case (:class:`~bayesmeta.inference.maml.MAMLPosterior`, ``params`` ``[T, *shape]``)
+    and the particle case (:class:`~bayesmeta.inference.particles.ParticlePosterior`, ``params``
+    ``[T, M, *shape]``) share these fields.
+
+    Attributes:
+        params: adapted parameters, leading dim T (tasks).
+        n_way: C for classification, ``None`` for regression.
+        support_x: ``[T, S, ...]`` support inputs, kept when the backbone normalizes queries with
+            their task's support statistics (``context_mode == "support"``), else ``None``.
+        support_mask: ``[T, S]`` bool or ``None``.
+    """
+
+    params: Params
+    n_way: int | None
+    support_x: torch.Tensor | None = None
+    support_mask: torch.Tensor | None = None
+
+    @property
+    def n_tasks(self) -> int:
+        return next(iter(self.params.values())).shape[0]
 
 
 class GradientLearner(MetaLearner):

@@ -29,8 +29,8 @@ from torch.func import functional_call
 
 from bayesmeta._validation import check_positive_int
 from bayesmeta.exceptions import ConfigError, NumericalError
-from bayesmeta.inference.base import StepOutput, TaskKind, TaskPosterior
-from bayesmeta.inference.gradient_base import GradientLearner, Noise, full_mask
+from bayesmeta.inference.base import StepOutput, TaskKind
+from bayesmeta.inference.gradient_base import AdaptedParams, GradientLearner, Noise, full_mask
 from bayesmeta.inference.inner_loop import Params, TaskLoss, batched_gradient_steps, chunked
 from bayesmeta.models._shapes import check_input_shape
 from bayesmeta.models.batched import batched_call
@@ -42,7 +42,7 @@ __all__ = ["MAML", "MAMLPosterior"]
 
 
 @dataclass
-class MAMLPosterior(TaskPosterior):
+class MAMLPosterior(AdaptedParams):
     """Point-mass posterior: the adapted parameters of every task.
 
     Attributes:
@@ -52,15 +52,6 @@ class MAMLPosterior(TaskPosterior):
             their task's support statistics (``context_mode == "support"``), else ``None``.
         support_mask: ``[T, S]`` bool or ``None``.
     """
-
-    params: Params
-    n_way: int | None
-    support_x: torch.Tensor | None = None
-    support_mask: torch.Tensor | None = None
-
-    @property
-    def n_tasks(self) -> int:
-        return next(iter(self.params.values())).shape[0]
 
 
 class MAML(GradientLearner):

@@ -17,8 +17,7 @@ import torch
 
 from bayesmeta.exceptions import ShapeError
 from bayesmeta.gaussian import gaussian_log_density
-from bayesmeta.inference.base import TaskPosterior
-from bayesmeta.inference.gradient_base import GradientLearner, full_mask
+from bayesmeta.inference.gradient_base import AdaptedParams, GradientLearner, full_mask
 from bayesmeta.inference.inner_loop import Params, chunked
 from bayesmeta.models.context import context_mode, kept_context, query_forward
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
@@ -34,7 +33,7 @@ def _log_mean_exp(comp: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(comp, 1) - math.log(comp.shape[1])
 
 @dataclass
-class ParticlePosterior(TaskPosterior):
+class ParticlePosterior(AdaptedParams):
     """An empirical posterior: M parameter sets per task (SVGD particles or posterior samples).
 
     Attributes:
@@ -44,15 +43,6 @@ class ParticlePosterior(TaskPosterior):
             their task's support statistics (``context_mode == "support"``), else ``None``.
         support_mask: ``[T, S]`` bool or ``None``.
     """
-
-    params: Params
-    n_way: int | None
-    support_x: torch.Tensor | None = None
-    support_mask: torch.Tensor | None = None
-
-    @property
-    def n_tasks(self) -> int:
-        return next(iter(self.params.values())).shape[0]
 
     @property
     def n_particles(self) -> int:
