@@ -158,13 +158,15 @@ def init_distributed(
         raise ConfigError("backend: this torch build has no gloo backend")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)  # object collectives and nccl use the current device
+    timeout = datetime.timedelta(seconds=timeout_s)
     try:
         dist.init_process_group(
             be,
             rank=rank,
             world_size=world,
-            timeout=datetime.timedelta(seconds=timeout_s),
+            timeout=timeout,
             device_id=dev if dev.type == "cuda" else None,
+            store=_attempt_store(env, world, timeout),
         )
     except (RuntimeError, ValueError, TimeoutError) as e:
         raise DistributedError(
@@ -172,6 +174,21 @@ def init_distributed(
             f"{env['MASTER_ADDR']}:{env['MASTER_PORT']} ({' '.join(str(e).split())[:300]})"
         ) from None
     return DistContext(rank, world, local, be, dev, owns_group=True)
+
+
+def _attempt_store(env: Mapping[str, str], world: int, timeout: datetime.timedelta) -> dist.Store | None:
+    """Under torchrun's agent store, this attempt's own key space; else None (torch's default).
+
+    Why: with ``--max-restarts`` the restarted workers meet in the same agent store as the
+    attempt that died, and gloo's full-mesh connect could read a dead peer's listening address
+    left there by the previous attempt ("Connection refused" at rendezvous; seen in about half
+    of the restart tests here). A prefix with ``TORCHELASTIC_RESTART_COUNT`` keeps each attempt's
+    keys apart.
+    """
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"bayesmeta/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown(ctx: DistContext | None, *, wait: bool = True) -> None:
