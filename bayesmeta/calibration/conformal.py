@@ -51,10 +51,11 @@ from typing import Any
 
 import torch
 
-from bayesmeta._validation import ArrayLike, as_tensor, check_finite, check_mask, describe
+from bayesmeta._validation import ArrayLike, as_tensor, check_mask, describe
 from bayesmeta.calibration.scores import (
     CLASSIFICATION_SCORES,
     REGRESSION_SCORES,
+    check_real_targets,
     class_scores,
     regression_interval,
     regression_parts,
@@ -204,19 +205,6 @@ class SplitConformal:
             )
         return y.long().cpu()
 
-    @staticmethod
-    def _real_targets(pred: GaussianPredictive, targets: ArrayLike) -> torch.Tensor:
-        y = as_tensor("targets", targets)
-        if pred.event_dim == 1 and tuple(y.shape) == tuple(pred.batch_shape):
-            y = y.unsqueeze(-1)
-        want = (*pred.batch_shape, pred.event_dim)
-        if tuple(y.shape) != want:
-            raise ShapeError(f"targets: expected shape {list(want)} ([T, Q, Dy]) to match the predictive, got {describe(y)}")
-        if not y.is_floating_point():
-            raise InvalidValueError(f"targets: expected real-valued targets, got {describe(y)}")
-        check_finite("targets", y)
-        return y.double().cpu()
-
     # --------------------------------------------------------------------- API
     def fit(self, predictive: Predictive, targets: ArrayLike, mask: ArrayLike | None = None) -> SplitConformal:
         """Calibrate on the query points of calibration tasks (all pooled; see the module docstring).
@@ -259,7 +247,7 @@ class SplitConformal:
             self._n_classes, self._event_dim = c, None
         else:
             assert isinstance(predictive, GaussianPredictive)
-            y = self._real_targets(predictive, targets)
+            y = check_real_targets(predictive, targets).double().cpu()
             bounds, scale = regression_parts(predictive.detach(), self.score_, self.alpha)
             s = regression_scores(bounds.double().cpu(), scale.double().cpu(), y)  # [T, Q, Dy]
             s_flat = s[m] if m is not None else s.reshape(-1, s.shape[-1])  # [n, Dy]

@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import torch
 
+from bayesmeta._validation import ArrayLike, as_tensor, check_finite, describe
+from bayesmeta.exceptions import InvalidValueError, ShapeError
 from bayesmeta.predictive import GaussianPredictive
 
 __all__ = [
     "CLASSIFICATION_SCORES",
     "REGRESSION_SCORES",
+    "check_real_targets",
     "class_scores",
     "regression_interval",
     "regression_parts",
@@ -47,6 +50,27 @@ __all__ = [
 CLASSIFICATION_SCORES: tuple[str, ...] = ("lac", "aps", "raps")
 REGRESSION_SCORES: tuple[str, ...] = ("normalized", "absolute", "cqr")
 
+
+
+def check_real_targets(pred: GaussianPredictive, targets: ArrayLike) -> torch.Tensor:
+    """Regression targets checked against ``pred``: ``[T, Q, Dy]`` real and finite.
+
+    ``[T, Q]`` targets are accepted for ``Dy = 1`` (a trailing dim is added).
+
+    Raises:
+        ShapeError: targets whose shape does not match the predictive.
+        InvalidValueError: integer or non-finite targets.
+    """
+    y = as_tensor("targets", targets)
+    if pred.event_dim == 1 and tuple(y.shape) == tuple(pred.batch_shape):
+        y = y.unsqueeze(-1)
+    want = (*pred.batch_shape, pred.event_dim)
+    if tuple(y.shape) != want:
+        raise ShapeError(f"targets: expected shape {list(want)} ([T, Q, Dy]) to match the predictive, got {describe(y)}")
+    if not y.is_floating_point():
+        raise InvalidValueError(f"targets: expected real-valued targets, got {describe(y)}")
+    check_finite("targets", y)
+    return y
 
 def class_scores(
     probs: torch.Tensor, score: str, u: torch.Tensor | None = None, k_reg: int = 1, lam: float = 0.0

@@ -17,8 +17,9 @@ import math
 
 import torch
 
-from bayesmeta._validation import ArrayLike, as_tensor, check_finite, check_mask, describe
+from bayesmeta._validation import ArrayLike, check_mask
 from bayesmeta.calibration._search import minimize_1d
+from bayesmeta.calibration.scores import check_real_targets
 from bayesmeta.exceptions import InvalidValueError, NumericalError, ShapeError
 from bayesmeta.predictive import GaussianPredictive
 
@@ -64,15 +65,7 @@ class VarianceScaling:
         """
         if not isinstance(pred, GaussianPredictive):
             raise InvalidValueError(f"pred: expected a GaussianPredictive, got {type(pred).__name__}")
-        y = as_tensor("targets", targets)
-        if pred.event_dim == 1 and tuple(y.shape) == tuple(pred.batch_shape):
-            y = y.unsqueeze(-1)
-        want = (*pred.batch_shape, pred.event_dim)
-        if tuple(y.shape) != want:
-            raise ShapeError(f"targets: expected shape {list(want)}, got {describe(y)}")
-        if not y.is_floating_point():
-            raise InvalidValueError(f"targets: expected real-valued targets, got {describe(y)}")
-        check_finite("targets", y)
+        y = check_real_targets(pred, targets)
         if y.numel() == 0:
             raise ShapeError("targets: expected at least one validation point, got none")
         m = check_mask(mask, pred.batch_shape)

@@ -288,11 +288,10 @@ class BMAML(ParticleLearner):
             dist = sum(((follower[k] - leader[k]) ** 2).flatten(1).sum(1) for k in follower)
             loss = dist.mean()
             metrics["chaser"] = float(loss.detach())
-            if self.log_noise is not None and not batch.is_classification:
+            if self.fits_noise(batch):
                 # maximum-likelihood noise on detached outputs: it cannot move the particles
-                # (a regression noise: a learner built with task_kind=None meets both kinds)
                 loss = loss + self._mixture_nll(out, batch.query_y, qmask, False, detach_outputs=True)
-        if self.log_noise is not None and not batch.is_classification:
+        if self.fits_noise(batch):
             metrics["noise_std"] = float(self.log_noise.detach().exp())
         metrics["loss"] = float(loss.detach())
         return StepOutput(loss, metrics)

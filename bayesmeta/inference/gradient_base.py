@@ -47,7 +47,7 @@ from bayesmeta.inference.inner_loop import (
 )
 from bayesmeta.models.batched import batched_call
 from bayesmeta.models.context import context_mode
-from bayesmeta.tasks.batch import full_mask
+from bayesmeta.tasks.batch import TaskBatch, full_mask
 
 __all__ = [
     "AdaptedParams",
@@ -241,6 +241,14 @@ class GradientLearner(MetaLearner):
         if self.log_noise is None:
             raise ConfigError(f"noise: this {type(self).__name__} was built for classification and has no regression noise")
         return torch.exp(2.0 * self.log_noise)
+
+    def fits_noise(self, batch: TaskBatch) -> bool:
+        """Whether the meta-loss fits the learned regression noise on ``batch``.
+
+        Only with a learned noise and a regression batch: a learner built with ``task_kind=None``
+        keeps the noise for regression batches and must leave it out of a classification loss.
+        """
+        return self.log_noise is not None and not batch.is_classification
 
     def noise_fit(self, out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Maximum-likelihood term of a learned noise on *detached* outputs (it cannot move theta).

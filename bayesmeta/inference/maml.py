@@ -246,7 +246,7 @@ class MAML(GradientLearner):
 
     def _finish(self, loss: torch.Tensor, out: torch.Tensor, batch: TaskBatch, metrics: dict[str, float]) -> StepOutput:
         """Add the learned noise's fit on detached query residuals (regression) and log the loss."""
-        if self.log_noise is not None and not batch.is_classification:
+        if self.fits_noise(batch):
             loss = loss + self.noise_fit(out, batch.query_y, full_mask(batch.query_x, batch.query_mask))
             metrics["noise_std"] = float(self.log_noise.detach().exp())
         metrics["loss"] = float(loss.detach())

@@ -242,7 +242,7 @@ class PLATIPUS(ParticleLearner):
         loss = query_loss + self.kl_weight * kl
         metrics = self._query_metrics(out, batch)
         metrics.update({"query_loss": float(query_loss.detach()), "kl": float(kl.detach())})
-        if self.log_noise is not None and not batch.is_classification:  # a regression noise (task_kind=None meets both)
+        if self.fits_noise(batch):
             loss = loss + self._mixture_nll(out, batch.query_y, qmask, False, detach_outputs=True)
             metrics["noise_std"] = float(self.log_noise.detach().exp())
         metrics["loss"] = float(loss.detach())
