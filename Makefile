@@ -22,15 +22,19 @@ demo: $(STAMP)
 	$(BIN)/bayesmeta demo
 
 # -rs prints the reason of every skip; in CI (CI set) a skip is a failure (tests/conftest.py).
+# Bytecode caching on, even where the environment turns it off (PYTHONDONTWRITEBYTECODE): without
+# it every run recompiles the package and re-rewrites the asserts of every test module (~3 s of
+# collection; docs/benchmarks.md, "Imports and test collection").
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs -m "not slow"
+	$(PYTEST) -q -rs -m "not slow"
 
 # The `slow` tests alone (CI runs them after `make test`; see docs/testing.md).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -rs -m slow
+	$(PYTEST) -q -rs -m slow
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -rs
+	$(PYTEST) -q -rs
 
 # Mutation testing of the core modules with mutmut (config: [tool.mutmut] in pyproject.toml;
 # docs/testing.md has the last score and the triage of survivors). Not in CI: the whole set

@@ -4,7 +4,8 @@ Setups:
 
 - ``mlp``: sinusoid, 25 tasks, 10 support + 10 query points, 1 inner step, 40-40 MLP (the issue's
   benchmark). Baseline: one plain forward+backward of the same MLP on the same 500 points.
-  Also the per-task ``higher`` loop (one ``innerloop_ctx`` per task), the pre-issue-14 route.
+  Also the per-task ``higher`` loop (one ``innerloop_ctx`` per task), the pre-issue-14 route,
+  and (second order) MAML hand-written for this MLP, the floor of the batched mechanism.
 - ``conv4``: Omniglot-shaped 5-way 1-shot episodes (5 queries per class), Conv4-32 with the
   default TaskNorm, 8 tasks. Baseline: one forward+backward of the same Conv4 on the same
   images (support and query of each task together, normalized per task).
@@ -53,6 +54,26 @@ def higher_step(model: torch.nn.Module, batch: TaskBatch, lr: float, steps: int,
     return total
 
 
+def hand_batched_step(model: MLP, batch: TaskBatch, lr: float) -> list[torch.Tensor]:
+    """The floor for the library's second-order step: MAML written by hand for this one MLP (ReLU,
+    1 inner step), parameters as ``[T, *shape]`` expansions, ``baddbmm`` layers, ``autograd.grad``."""
+    params = list(model.parameters())
+    t = batch.n_tasks
+
+    def f(ps: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i in range(0, len(ps) - 2, 2):
+            h = torch.relu(torch.baddbmm(ps[i + 1].unsqueeze(1), h, ps[i].transpose(1, 2)))
+        return torch.baddbmm(ps[-1].unsqueeze(1), h, ps[-2].transpose(1, 2))
+
+    ps = [p.expand(t, *p.shape) for p in params]
+    inner = ((f(ps, batch.support_x) - batch.support_y) ** 2).mean((-2, -1)).sum()
+    g = torch.autograd.grad(inner, ps, create_graph=True)
+    adapted = [p - lr * gi for p, gi in zip(ps, g)]
+    q = ((f(adapted, batch.query_x) - batch.query_y) ** 2).mean()
+    return list(torch.autograd.grad(q, params))
+
+
 def meta_grad(learner: MAML, batch: TaskBatch) -> list[torch.Tensor]:
     loss = learner.meta_loss(batch).loss
     return list(torch.autograd.grad(loss, list(learner.model.parameters())))
@@ -79,21 +100,24 @@ def mlp_setup(repeats: int, device: torch.device, tasks: int) -> dict[str, objec
         fo = order == "first"
         learner = MAML(model, inner_lr=0.01, inner_steps=1, first_order=fo, task_kind="regression", noise=1.0)
         err = rel_err(meta_grad(learner, batch), higher_step(model, batch, 0.01, 1, fo))
-        res = interleaved(
-            {
-                "plain_forward_backward": plain,
-                "bayesmeta": lambda learner=learner: meta_grad(learner, batch),
-                "higher_per_task": lambda fo=fo: higher_step(model, batch, 0.01, 1, fo),
-            },
-            "plain_forward_backward",
-            repeats,
-        )
+        contenders = {
+            "plain_forward_backward": plain,
+            "bayesmeta": lambda learner=learner: meta_grad(learner, batch),
+            "higher_per_task": lambda fo=fo: higher_step(model, batch, 0.01, 1, fo),
+        }
+        if not fo:  # the hand-written floor, second order only (the issue's target case)
+            contenders["hand_batched"] = lambda: hand_batched_step(model, batch, 0.01)
+        res = interleaved(contenders, "plain_forward_backward", repeats)
         out[f"{order}_order"] = {
             "meta_gradient_rel_err_vs_higher": err,
             "ratio_to_plain": res["bayesmeta"]["ratio"],
             "higher_over_bayesmeta": round(res["higher_per_task"]["median_ms"] / res["bayesmeta"]["median_ms"], 2),
             "timings": res,
         }
+        if not fo:
+            out[f"{order}_order"]["hand_batched_rel_err_vs_higher"] = rel_err(
+                hand_batched_step(model, batch, 0.01), higher_step(model, batch, 0.01, 1, fo)
+            )
     return out
 
 

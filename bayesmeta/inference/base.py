@@ -134,7 +134,7 @@ class MetaLearner(nn.Module, abc.ABC):
         boundary with :func:`bayesmeta.devices.batch_to_learner`, direct callers use ``batch.to``."""
         if not isinstance(x, torch.Tensor):
             return
-        first = next((t for t in self.parameters() if t.is_floating_point()), None)
+        first = self._placement_reference()
         if first is None:
             return
         if x.device == first.device and (not x.is_floating_point() or x.dtype == first.dtype):
@@ -150,6 +150,10 @@ class MetaLearner(nn.Module, abc.ABC):
                 f"{str(p.dtype).removeprefix('torch.')}), got {x.device}, {str(x.dtype).removeprefix('torch.')}; "
                 f"move the data with {name}.to(device, dtype) or the learner with learner.to(...)"
             )
+
+    def _placement_reference(self) -> torch.Tensor | None:
+        """A floating parameter whose device and dtype inputs normally match (None: no parameters)."""
+        return next((t for t in self.parameters() if t.is_floating_point()), None)
 
     def check_query_x(self, posterior: TaskPosterior, query_x: torch.Tensor) -> None:
         """Raise :class:`ShapeError` unless ``query_x`` is ``[T, Q, ...]`` with the posterior's T."""

@@ -49,6 +49,7 @@ step is ``phi - inner_lr grad L_t(phi)``, the particle starts at the backbone's 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -64,7 +65,7 @@ from bayesmeta.inference.gradient_base import (
     option_float,
     option_int,
 )
-from bayesmeta.inference.inner_loop import Params, as_batched, with_batched
+from bayesmeta.inference.inner_loop import Params, as_batched, stacked_gradient_steps, with_batched
 from bayesmeta.inference.particles import ParticleLearner, ParticlePosterior
 from bayesmeta.inference.svgd import batched_svgd_steps
 from bayesmeta.inference.task_noise import task_keys, task_seeds
@@ -201,14 +202,14 @@ class BMAML(ParticleLearner):
                 return {k: torch.stack([d[k] for d in per_task]) for k in per_task[0]}
             draws = self.prior.sample(t * m, generator)
             return {k: v.reshape(t, m, *v.shape[1:]) for k, v in draws.items()}
-        params = dict(self.model.named_parameters())
+        params = self.backbone_params()
         out: Params = {}
         for k, p in params.items():
             if self.extra_particles is None:
                 out[k] = p.expand(t, 1, *p.shape)  # one view op: every node is paid again in the backward
                 continue
             stack = torch.cat([p.unsqueeze(0), self.extra_particles[k.replace(".", "__")]], 0)
-            out[k] = stack.unsqueeze(0).expand(t, *stack.shape)
+            out[k] = stack.expand(t, *stack.shape)
         return out
 
     def _scale(self, x: torch.Tensor, mask: torch.Tensor | None, n_way: int | None, dy: int) -> torch.Tensor:
@@ -228,6 +229,27 @@ class BMAML(ParticleLearner):
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def _moves_by_descent(self) -> bool:
+        """One particle and no prior score: an SVGD step is exactly a MAML step on the support loss.
+
+        With M = 1 the kernel is ``[[1]]`` (no repulsion, no gradient) and without a prior term
+        the score is ``-grad L_t``, so ``phi + lr * score = phi - lr * grad L_t``.
+        """
+        return self.n_particles == 1 and (self.prior is None or self.prior_weight == 0)
+
+    def _descend(self, flat: Params, s: SupportSet, steps: int) -> Params:
+        """``steps`` of MAML's inner loop from one parameter set per task, ``{name: [T, *shape]}``."""
+        return stacked_gradient_steps(
+            self.support_loss(s.n_way is not None), flat, s.x, s.y, s.mask, steps, self.inner_lr,
+            chunk_size=self.chunk_size,
+        )
+
+    def _flat_start(self, n_tasks: int, seeds: Sequence[int] | None) -> Params:
+        """The one starting particle of each task without the particle axis, ``{name: [T, *shape]}``."""
+        if self.prior is None:  # the backbone's parameters, one expand each (as MAML's inner loop)
+            return {k: p.expand(n_tasks, *p.shape) for k, p in self.backbone_params().items()}
+        return {k: v.squeeze(1) for k, v in self.initial_particles(n_tasks, seeds=seeds).items()}
+
     def _svgd(self, particles: Params, s: SupportSet, steps: int) -> Params:
         is_cls = s.n_way is not None
         dy = 1 if is_cls else s.y.shape[-1]
@@ -245,9 +267,11 @@ class BMAML(ParticleLearner):
             prior = (mean, {k: w * torch.exp(-v) for k, v in log_var.items()})
         batched = as_batched(loss)
         log_target = with_batched(lambda p, x, y, m: -loss(p, x, y, m), lambda p, x, y, m: -batched(p, x, y, m))
+        # the temperature weighs the repulsion and the prior: one particle without a prior needs none
+        needs_scale = prior is not None or next(iter(particles.values())).shape[1] > 1
         return batched_svgd_steps(
-            log_target, particles, s.x, s.y, s.mask, steps, self.inner_lr,
-            bandwidth=self.bandwidth, temperature=self._scale(s.x, s.mask, s.n_way, dy), normalize=self.normalize,
+            log_target, particles, s.x, s.y, s.mask, steps, self.inner_lr, bandwidth=self.bandwidth,
+            temperature=self._scale(s.x, s.mask, s.n_way, dy) if needs_scale else 1.0, normalize=self.normalize,
             prior=prior, chunk_size=self.chunk_size,
         )
 
@@ -269,21 +293,28 @@ class BMAML(ParticleLearner):
         # per-task prior draws (task_noise): a task's particles do not depend on the rest of the meta-batch
         s = batch.support
         seeds = task_seeds(task_keys(s.x, s.y, s.mask)) if self.prior is not None else None
-        start = self.initial_particles(batch.n_tasks, seeds=seeds)
-        follower = self._svgd(start, batch.support, self.inner_steps)
-        check_finite_params(follower, "SVGD on the support set")
+        if self._moves_by_descent():
+            # M = 1 without a prior score: MAML's inner loop on [T, *shape] parameter sets, with
+            # no particle axis to add and take away (each view op is paid again in the backward)
+            move = self._descend
+            follower = move(self._flat_start(batch.n_tasks, seeds), s, self.inner_steps)
+            m = 1
+        else:
+            move = self._svgd
+            follower = move(self.initial_particles(batch.n_tasks, seeds=seeds), s, self.inner_steps)
+            m = None  # [T, M, *shape]
         out = self._particle_outputs(
-            follower, batch.query_x, batch.support_x, batch.support_mask, batch.query_mask
+            follower, batch.query_x, batch.support_x, batch.support_mask, batch.query_mask, flat_m=m
         )  # [T, M, Q, out]
         qmask = batch.query_mask  # None: no padded query, plain means
+        leader: Params | None = None
         if self.objective == "nll":
             loss = self._mixture_nll(out, batch.query_y, qmask, batch.is_classification)
             metrics = self._query_metrics(out, batch, nll=float(loss.detach()))
         else:
             metrics = self._query_metrics(out, batch)
             with torch.no_grad():
-                leader = self._svgd({k: v.detach() for k, v in follower.items()}, batch.joint(), self.leader_steps)
-            check_finite_params(leader, "the chaser's leader")
+                leader = move({k: v.detach() for k, v in follower.items()}, batch.joint(), self.leader_steps)
             # squared distance summed over particles and parameters, then averaged over tasks
             dist = sum(((follower[k] - leader[k]) ** 2).flatten(1).sum(1) for k in follower)
             loss = dist.mean()
@@ -294,6 +325,12 @@ class BMAML(ParticleLearner):
         if self.fits_noise(batch):
             metrics["noise_std"] = float(self.log_noise.detach().exp())
         metrics["loss"] = float(loss.detach())
+        if not math.isfinite(metrics["loss"]):
+            # off the hot path: non-finite particles make the loss non-finite, and only then
+            # are the particles examined, to name the ones that diverged
+            check_finite_params(follower, "SVGD on the support set")
+            if leader is not None:
+                check_finite_params(leader, "the chaser's leader")
         return StepOutput(loss, metrics)
 
     def adapt(

@@ -112,6 +112,14 @@ class AdaptedParams(TaskPosterior):
         return next(iter(self.params.values())).shape[0]
 
 
+def _param_at(model: nn.Module, mods: tuple[str, ...], attr: str) -> torch.Tensor | None:
+    """``model``'s parameter ``attr`` of the submodule at path ``mods``; None if there is none."""
+    m: nn.Module | None = model
+    for s in mods:
+        m = m._modules.get(s) if m is not None else None
+    return None if m is None else m._parameters.get(attr)
+
+
 class GradientLearner(MetaLearner):
     """Backbone, inner-loop options, support loss and noise model of the gradient family.
 
@@ -146,6 +154,12 @@ class GradientLearner(MetaLearner):
         if not list(model.parameters()):
             raise ConfigError(f"model: {type(model).__name__} has no parameters to adapt")
         self.model = model
+        # (name, submodule path, attribute) of every backbone parameter: the inner loop reads the
+        # parameters along these paths on every step instead of walking the module tree (a
+        # ``named_parameters`` walk cost ~15 us of a ~1.5 ms MAML meta-step, twice per step)
+        self._param_paths: tuple[tuple[str, tuple[str, ...], str], ...] = tuple(
+            (n, tuple(n.split(".")[:-1]), n.rsplit(".", 1)[-1]) for n, _ in model.named_parameters()
+        )
         self.inner_lr = option_float("inner_lr", inner_lr)
         self.inner_steps = option_int("inner_steps", inner_steps, 0)
         self.test_inner_steps = (
@@ -165,6 +179,26 @@ class GradientLearner(MetaLearner):
             self.fixed_noise = option_float("noise", noise)
 
     # ------------------------------------------------------------- backbone
+    def backbone_params(self) -> Params:
+        """The backbone's parameters by name, ``dict(model.named_parameters())``, read along paths.
+
+        Each parameter is looked up by its name on every call, so a parameter or submodule
+        replaced after construction is seen; a backbone whose structure no longer has one of the
+        names falls back to the module walk.
+        """
+        out: Params = {}
+        for name, mods, attr in self._param_paths:
+            p = _param_at(self.model, mods, attr)
+            if p is None:
+                return dict(self.model.named_parameters())
+            out[name] = p
+        return out
+
+    def _placement_reference(self) -> torch.Tensor | None:
+        _, mods, attr = self._param_paths[0]
+        p = _param_at(self.model, mods, attr)
+        return p if p is not None and p.is_floating_point() else super()._placement_reference()
+
     def forward_fn(self, frozen: Params | None = None) -> Callable[..., torch.Tensor]:
         """``f(params, x, context_mask=None) -> outputs`` for one parameter set.
 
@@ -190,7 +224,7 @@ class GradientLearner(MetaLearner):
         def fb(p: Params, inp: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
             t = inp.shape[0]
             # shared (frozen) parameters as [T, *shape] views, so the batched forward sees them all
-            full = {**{k: v.unsqueeze(0).expand(t, *v.shape) for k, v in fixed.items()}, **p}
+            full = {**{k: v.expand(t, *v.shape) for k, v in fixed.items()}, **p}
             return batched_call(model, full, inp, context_mask)
 
         f.batched = fb  # type: ignore[attr-defined]

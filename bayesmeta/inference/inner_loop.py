@@ -133,10 +133,13 @@ def _steps(
     second_order = not first_order and torch.is_grad_enabled() and any(v.requires_grad for v in params.values())
     for _ in range(steps):
         grads = loss_gradient(loss, params, x, y, mask, create_graph=second_order)
-        if isinstance(lr, Mapping):
-            params = {k: p - lr[k] * grads[k] for k, p in params.items()}
-        else:
-            params = {k: p - lr * grads[k] for k, p in params.items()}
+        # one fused op per parameter (p - lr * g): each op is paid again in the outer backward
+        if isinstance(lr, (float, int)):
+            params = {k: torch.add(p, grads[k], alpha=-lr) for k, p in params.items()}
+        elif isinstance(lr, Mapping):  # Meta-SGD, PLATIPUS: a learned step size per entry
+            params = {k: torch.addcmul(p, lr[k], grads[k], value=-1.0) for k, p in params.items()}
+        else:  # a tensor step size
+            params = {k: torch.addcmul(p, lr, grads[k], value=-1.0) for k, p in params.items()}
     return params
 
 
@@ -226,7 +229,9 @@ def batched_gradient_steps(
         Adapted parameters, each with a leading task dimension: ``[T, *param.shape]``.
     """
     t = x.shape[0]
-    start = {k: p.unsqueeze(0).expand(t, *p.shape) for k, p in params.items()}
+    # one view op per parameter (expand adds the task dimension; no unsqueeze): every view is a
+    # node that the backward and double backward pay again
+    start = {k: p.expand(t, *p.shape) for k, p in params.items()}
     return stacked_gradient_steps(loss, start, x, y, mask, steps, lr, first_order, chunk_size)
 
 

@@ -120,7 +120,7 @@ class MAML(GradientLearner):
     # ------------------------------------------------------------ internals
     def _split_params(self) -> tuple[Params, Params]:
         """(adapted, frozen) parameter dicts of the backbone."""
-        params = dict(self.model.named_parameters())
+        params = self.backbone_params()
         adapted = {n: params[n] for n in self.adapted_names}
         frozen = {n: p for n, p in params.items() if n not in adapted}
         return adapted, frozen
@@ -186,8 +186,10 @@ class MAML(GradientLearner):
         # mask None (no padding): plain means in the inner loop, no weights to differentiate
         return loss, self._support_inputs(support.x, support.mask), support.mask
 
-    def _adapt(self, support: SupportSet, steps: int, first_order: bool) -> MAMLPosterior:
-        adapted, frozen = self._split_params()
+    def _adapt(
+        self, support: SupportSet, steps: int, first_order: bool, split: tuple[Params, Params] | None = None
+    ) -> MAMLPosterior:
+        adapted, frozen = self._split_params() if split is None else split
         loss, inputs, mask = self._support_problem(support, frozen)
         new = batched_gradient_steps(
             self._inner_loss(loss, adapted), adapted, inputs, support.y, mask, steps, self._step_sizes(),
@@ -199,15 +201,21 @@ class MAML(GradientLearner):
         return MAMLPosterior(params, support.n_way, *kept_context(self.model, support.x, support.mask))
 
     def _outputs(
-        self, posterior: MAMLPosterior, query_x: torch.Tensor, query_mask: torch.Tensor | None = None
+        self,
+        posterior: MAMLPosterior,
+        query_x: torch.Tensor,
+        query_mask: torch.Tensor | None = None,
+        frozen: Params | None = None,
     ) -> torch.Tensor:
         """Adapted network outputs at the query points, ``[T, Q, out]``.
 
         A query is normalized with its own task's support statistics (or, for the transductive
-        ``norm="batch"``, its task's query set), never with another task's.
+        ``norm="batch"``, its task's query set), never with another task's. ``frozen``: the
+        backbone's unadapted parameters when the caller has them (default: read them).
         """
         check_input_shape(self.model, query_x, "query_x")
-        _, frozen = self._split_params()
+        if frozen is None:
+            _, frozen = self._split_params()
         fb = self._forward_fn(frozen).batched  # type: ignore[attr-defined]
         sx, sm = posterior.support_x, posterior.support_mask
         if self._anil:
@@ -239,8 +247,9 @@ class MAML(GradientLearner):
             diagnostics ``accuracy`` or ``mse``.
         """
         self.check_batch(batch)
-        post = self._adapt(batch.support, self.inner_steps, self.first_order)
-        out = self._outputs(post, batch.query_x, batch.query_mask)  # [T, Q, out]
+        split = self._split_params()  # once per step: read by the inner loop and the query forward
+        post = self._adapt(batch.support, self.inner_steps, self.first_order, split)
+        out = self._outputs(post, batch.query_x, batch.query_mask, split[1])  # [T, Q, out]
         loss, metrics = self._query_objective(out, batch)
         return self._finish(loss, out, batch, metrics)
 

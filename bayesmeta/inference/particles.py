@@ -66,22 +66,29 @@ class ParticleLearner(GradientLearner):
         support_x: torch.Tensor | None = None,
         support_mask: torch.Tensor | None = None,
         query_mask: torch.Tensor | None = None,
+        flat_m: int | None = None,
     ) -> torch.Tensor:
         """Outputs of every particle of every task: params ``[T, M, ...]``, x ``[T, Q, ...]`` -> ``[T, M, Q, out]``.
 
         With a context-normalized backbone each particle normalizes a task's queries with that
         task's support set (``support_x`` ``[T, S, ...]``, ``support_mask`` ``[T, S]``), or with
-        the query set itself for the transductive ``norm="batch"``.
+        the query set itself for the transductive ``norm="batch"``. ``flat_m``: the params are
+        already flat, ``[T * M, ...]`` with M = ``flat_m`` (task t's particles at rows
+        ``t * M ... t * M + M - 1``).
         """
         fb = self.forward_fn().batched  # type: ignore[attr-defined]
-        t, m = next(iter(params.values())).shape[:2]
+        if flat_m is None:
+            t, m = next(iter(params.values())).shape[:2]
+            # every particle of every task is one parameter set of the batched forward (M = 1: a
+            # squeeze, the fewest nodes in the graph the meta-gradient goes back through)
+            flat_params = {k: v.squeeze(1) if m == 1 else v.reshape(t * m, *v.shape[2:]) for k, v in params.items()}
+        else:
+            m, flat_params = flat_m, params
+            t = next(iter(params.values())).shape[0] // m
 
         def flat(v: torch.Tensor) -> torch.Tensor:  # [T, ...] -> [T * M, ...], task t's rows repeated
             return v if m == 1 else v.unsqueeze(1).expand(t, m, *v.shape[1:]).reshape(t * m, *v.shape[1:])
 
-        # every particle of every task is one parameter set of the batched forward (M = 1: a
-        # squeeze, the fewest nodes in the graph the meta-gradient goes back through)
-        flat_params = {k: v.squeeze(1) if m == 1 else v.reshape(t * m, *v.shape[2:]) for k, v in params.items()}
         mode = context_mode(self.model)
         if mode is None:
             out = chunked(fb, self._particle_chunk(m), flat_params, flat(x))

@@ -430,7 +430,7 @@ def batched_svgd_steps(
             if prior is not None:
                 ps = _gaussian_prior_score(flat, prior)
                 score = {k: v + _per_task(temperature, v) * ps[k] for k, v in score.items()}
-            flat = {k: p + lr * score[k] for k, p in flat.items()}
+            flat = {k: torch.add(p, score[k], alpha=lr) for k, p in flat.items()}  # one op per parameter
         return {k: v.unsqueeze(1) for k, v in flat.items()}
     update = vmap(stein_update, in_dims=(0, 0, None, None, 0 if per_task_temp else None, None))
     for _ in range(steps):

@@ -89,7 +89,7 @@ def batched_call(
     Args:
         model: the backbone.
         params: ``{name: [T, *shape]}`` for *every* parameter of the backbone (expand shared
-            ones: ``p.unsqueeze(0).expand(T, *p.shape)`` costs nothing).
+            ones: ``p.expand(T, *p.shape)`` costs nothing).
         x: ``[T, N, ...]``.
         context_mask: ``[T, N]`` bool, for a context-normalized backbone.
     """

@@ -26,9 +26,15 @@ class MLP(nn.Module):
         hidden: widths of the hidden layers; ``()`` gives a linear model.
         activation: module class used between layers.
 
+    Attributes:
+        context_mode: ``None``: examples are processed independently (no set normalization;
+            declared on the class so a lookup does not go through ``Module.__getattr__``).
+
     Shapes:
         ``forward``: ``[..., D] -> [..., out_features]`` (``[..., feature_dim]`` without head).
     """
+
+    context_mode: str | None = None
 
     def __init__(
         self,
@@ -57,6 +63,11 @@ class MLP(nn.Module):
         self.head: nn.Linear | None = None if out_features is None else nn.Linear(width, out_features)
         # the batched forward applies activations as they are: only parameter-free ones
         self._batchable = not any(True for a in self.body if not isinstance(a, nn.Linear) for _ in a.parameters())
+        # the batched forward's layers in order, (weight name, bias name) or the activation: built
+        # once, since the batched forward runs twice per inner step and Module.__getattr__ counts
+        self._plan: tuple[tuple[str, str] | nn.Module, ...] = tuple(
+            (f"body.{i}.weight", f"body.{i}.bias") if isinstance(a, nn.Linear) else a for i, a in enumerate(self.body)
+        ) + ((("head.weight", "head.bias"),) if self.head is not None else ())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features, ``[..., D] -> [..., feature_dim]``."""
@@ -80,11 +91,9 @@ class MLP(nn.Module):
         if not self._batchable:  # an activation with parameters: the generic route
             return vmap_call(self, params, x)
         h = x
-        for i, layer in enumerate(self.body):
-            if isinstance(layer, nn.Linear):
-                h = batched_linear(h, params[f"body.{i}.weight"], params.get(f"body.{i}.bias"))
+        for step in self._plan:
+            if isinstance(step, tuple):
+                h = batched_linear(h, params[step[0]], params.get(step[1]))
             else:
-                h = layer(h)  # parameter-free activation, elementwise
-        if self.head is not None:
-            h = batched_linear(h, params["head.weight"], params.get("head.bias"))
+                h = step(h)  # parameter-free activation, elementwise
         return h

@@ -333,3 +333,39 @@ def test_trainer_evaluation_and_state_dict_roundtrip(tmp_path) -> None:
     a = learner.adapt(sup, generator=torch.Generator().manual_seed(0))
     b = twin.adapt(sup, generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(a.params[k], b.params[k]) for k in a.params)
+
+
+# ------------------------------------------------- M = 1: the inner loop without a particle axis
+@pytest.mark.parametrize("prior,objective,masked", [(None, "nll", False), (None, "chaser", True), ("learned", "nll", True)])
+def test_one_particle_descent_path_equals_the_svgd_path(prior: str | None, objective: str, masked: bool) -> None:
+    """With M = 1 and no prior score, meta_loss runs MAML's inner loop on [T, *shape] parameter
+    sets; the general route (SVGD steps on [T, 1, *shape] particles, the particle axis kept) must
+    give the same loss and the same meta-gradient."""
+    torch.manual_seed(0)
+    learner = BMAML(MLP(1, 1, hidden=(8, 8)).double(), n_particles=1, inner_lr=0.05, inner_steps=2, prior=prior,
+                    prior_weight=0.0, objective=objective, task_kind="regression")  # fmt: skip
+    assert learner._moves_by_descent()
+    batch = _sinusoid_batch(masked=masked)
+    params = [p for p in learner.parameters() if p.requires_grad]
+    torch.manual_seed(1)
+    fast = learner.meta_loss(batch).loss
+    g_fast = torch.autograd.grad(fast, params, allow_unused=True)
+    # the general route: force the SVGD path on the same learner (same prior draws: seeded per task)
+    learner._moves_by_descent = lambda: False  # type: ignore[method-assign]
+    torch.manual_seed(1)
+    slow = learner.meta_loss(batch).loss
+    g_slow = torch.autograd.grad(slow, params, allow_unused=True)
+    assert float(fast) == pytest.approx(float(slow), rel=1e-12)  # float64: equal to rounding
+    for a, b in zip(g_fast, g_slow, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_one_particle_diverging_inner_loop_raises_naming_the_particles() -> None:
+    """The finiteness check left the hot path (it runs only when the loss is not finite): a
+    diverging M = 1 inner loop must still be reported as a library error, not a NaN loss."""
+    learner = BMAML(MLP(1, 1, hidden=(4,)).double(), n_particles=1, inner_lr=1e200, inner_steps=3, prior=None,
+                    objective="nll", task_kind="regression")  # fmt: skip
+    with pytest.raises(NumericalError, match="particles"):
+        learner.meta_loss(_sinusoid_batch(t=2))
