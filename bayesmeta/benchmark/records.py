@@ -31,6 +31,7 @@ from bayesmeta.io import atomic_write_text
 
 __all__ = [
     "RECORD_KEYS",
+    "failed_record",
     "make_record",
     "write_results",
     "update_docs",
@@ -93,7 +94,24 @@ def make_record(
     )
     if "temperature" in res.protocol:
         rec["temperature"] = res.protocol["temperature"]
+    if ledger.get("diverged"):  # evaluated at the best checkpoint validated before it diverged
+        rec["diverged"] = str(ledger["diverged"])
     return rec
+
+
+def failed_record(
+    suite: Suite, method: str, *, budget_s: float, ledger: dict[str, Any], max_steps: int
+) -> dict[str, Any]:
+    """The record of a method whose training diverged before any validated checkpoint.
+
+    No metric: nothing was evaluated (tables print a dash); ``diverged`` holds the error.
+    """
+    return {
+        "suite": suite.name, "method": method, "kind": suite.kind, "budget_s": float(budget_s),
+        "cpu_s": round(float(ledger.get("cpu_s", 0.0)), 2), "steps": int(ledger.get("steps", 0)),
+        "max_steps": int(max_steps), "stopped": "diverged", "diverged": str(ledger.get("diverged", "")),
+        "n_tasks": 0, "episode_fingerprint": None, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ markdown
@@ -131,9 +149,17 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
             if ci is not None and key in ("accuracy", "mse", "ece", "nll", "w2"):
                 cell += f" [{_fmt(ci[0], scale)}, {_fmt(ci[1], scale)}]"
             cells.append(cell)
-        lines.append(
-            f"| {r['method']} | " + " | ".join(cells) + f" | {r['steps']} | {r['cpu_s']:.0f} |"
+        name = f"{r['method']} (diverged)" if r.get("stopped") == "diverged" else r["method"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['steps']} | {r['cpu_s']:.0f} |")
+    notes = [r for r in records if r.get("stopped") == "diverged"]
+    for r in notes:  # what happened, under the table: a dash or a number needs its reason
+        where = (
+            "no checkpoint was validated before it, so nothing was evaluated"
+            if r.get("episode_fingerprint") is None
+            else "evaluated at its best validated checkpoint before that"
         )
+        lines.append(f"\n`{r['method']}`: training diverged at about step {r['steps']} "
+                     f"({r.get('diverged', '')}); {where}.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

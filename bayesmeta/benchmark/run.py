@@ -40,11 +40,11 @@ from typing import Any
 
 import torch
 
-from bayesmeta.benchmark.records import make_record, write_results
+from bayesmeta.benchmark.records import failed_record, make_record, write_results
 from bayesmeta.benchmark.suites import MethodEntry, Suite, get_suite, select_methods, smoke_suite
 from bayesmeta.config import TASKS, build_task_source, resolve_config
 from bayesmeta.evaluation import EvaluationResult, evaluate
-from bayesmeta.exceptions import ConfigError, DataError
+from bayesmeta.exceptions import ConfigError, DataError, NumericalError
 from bayesmeta.io import atomic_write_text
 from bayesmeta.metrics import mean_ci
 from bayesmeta.tasks import fixed_episodes, iter_episodes
@@ -192,7 +192,9 @@ def _ledger(train_dir: Path) -> dict[str, Any]:
 
 
 def _training_done(led: dict[str, Any], budget_s: float, max_steps: int) -> str | None:
-    """Why training is over (``"budget"``/``"steps"``), or None."""
+    """Why training is over (``"diverged"``/``"budget"``/``"steps"``), or None."""
+    if led.get("diverged"):
+        return "diverged"
     if int(led.get("steps", 0)) >= max_steps:
         return "steps"
     if float(led.get("cpu_s", 0.0)) >= budget_s:
@@ -220,18 +222,43 @@ def _train(
     remaining = budget_s - float(led.get("cpu_s", 0.0))
     minutes = None if deadline is None else max((deadline - time.monotonic()) / 60.0, 1e-3)
     start = time.process_time()
-    res = train_run(
-        cfg,
-        train_dir,
-        steps=max_steps,
-        progress=progress,
-        max_minutes=minutes,
-        max_cpu_seconds=remaining,
-    )
+    try:
+        res = train_run(
+            cfg,
+            train_dir,
+            steps=max_steps,
+            progress=progress,
+            max_minutes=minutes,
+            max_cpu_seconds=remaining,
+        )
+    except NumericalError as e:
+        # one diverging learner must not stop the suite: the ledger says so (a rerun does not
+        # train it again) and the method is evaluated at its best validated checkpoint, if any
+        led = {"cpu_s": float(led.get("cpu_s", 0.0)) + (time.process_time() - start),
+               "steps": _last_logged_step(train_dir), "diverged": str(e)}  # fmt: skip
+        atomic_write_text(json.dumps(led, indent=2) + "\n", train_dir / "benchmark.json")
+        return led, "diverged"
     led = {"cpu_s": float(led.get("cpu_s", 0.0)) + (time.process_time() - start), "steps": int(res.steps),
            "best_step": res.best_step, "best_val": res.best_val}  # fmt: skip
     atomic_write_text(json.dumps(led, indent=2) + "\n", train_dir / "benchmark.json")
     return led, _training_done(led, budget_s, max_steps)
+
+
+def _last_logged_step(train_dir: Path) -> int:
+    """The last step in ``metrics.jsonl`` (0 when none was logged): how far a diverged run got."""
+    last = 0
+    try:
+        lines = (train_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        try:
+            step = json.loads(line).get("step")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(step, int):
+            last = max(last, step)
+    return last
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -417,7 +444,7 @@ def run_benchmark(
         if (
             isinstance(old, dict)
             and old.get("record_key") == key
-            and (out_dir / "eval" / "summary.json").is_file()
+            and ((out_dir / "eval" / "summary.json").is_file() or old.get("episode_fingerprint") is None)
         ):
             rec = {k: v for k, v in old.items() if k != "record_key"}
             result.outcomes.append(MethodOutcome(entry.label, "skipped", rec))
@@ -428,16 +455,19 @@ def run_benchmark(
         if stopped is None or (deadline is not None and time.monotonic() >= deadline):
             result.outcomes.append(MethodOutcome(entry.label, "partial"))
             continue
-        res = _evaluate(s, entry, cfg, train_dir, progress)
-        res.save(out_dir / "eval")
-        rec = make_record(
-            s, entry.label, res, budget_s=budget, ledger=led, stopped=stopped, max_steps=steps_cap
-        )
+        if stopped == "diverged" and not (train_dir / "checkpoints" / "best.pt").is_file():
+            rec = failed_record(s, entry.label, budget_s=budget, ledger=led, max_steps=steps_cap)
+        else:
+            res = _evaluate(s, entry, cfg, train_dir, progress)
+            res.save(out_dir / "eval")
+            rec = make_record(
+                s, entry.label, res, budget_s=budget, ledger=led, stopped=stopped, max_steps=steps_cap
+            )
         atomic_write_text(json.dumps({**rec, "record_key": key}, indent=2) + "\n", rec_path)
         result.outcomes.append(MethodOutcome(entry.label, "done", rec))
     result.records = [o.record for o in result.outcomes if o.record is not None]
     result.complete = all(o.record is not None for o in result.outcomes)
-    fps = {r["episode_fingerprint"] for r in result.records}
+    fps = {r["episode_fingerprint"] for r in result.records if r["episode_fingerprint"] is not None}
     if len(fps) > 1:
         raise DataError(
             f"suite {s.name}: the methods were evaluated on different episodes ({len(fps)} fingerprints); "
@@ -462,9 +492,11 @@ def run_benchmark(
             "command": command,
         }
         result.results_path = write_results(out, meta, result.records, docs=docs)
-        if report:
+        if report and any(r["episode_fingerprint"] is not None for r in result.records):
             from bayesmeta.benchmark.figures import write_suite_report
 
-            dirs = [suite_dir / o.label for o in result.outcomes if o.record is not None]
+            # a method that diverged before any validated checkpoint has nothing to show
+            dirs = [suite_dir / o.label for o in result.outcomes
+                    if o.record is not None and o.record.get("episode_fingerprint") is not None]  # fmt: skip
             result.report = write_suite_report(s, dirs, suite_dir / "report", configs, root)
     return result

@@ -262,3 +262,59 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "unknown method 'xyz'" in capsys.readouterr().err
     assert main(["benchmark", "--list"]) == 0
     assert "omniglot_5w1s" in capsys.readouterr().out
+
+
+def _with_wild_maml() -> object:
+    """The smoke linear_gaussian suite with MAML plus a MAML whose inner step overflows at once."""
+    from dataclasses import replace
+
+    from bayesmeta.benchmark import MethodEntry
+
+    suite = smoke_suite(get_suite("linear_gaussian"))
+    maml = next(m for m in suite.methods if m.label == "maml")
+    wild = MethodEntry("wild", {**maml.method, "inner_lr": 1e30}, dict(maml.model))
+    return replace(suite, methods=(maml, wild))
+
+
+def test_a_diverging_method_is_recorded_and_the_suite_goes_on(tmp_path: Path) -> None:
+    """A learner whose training diverges before any validation: its record says so (no metrics),
+    the other methods are evaluated, the table shows a dash with the reason, and a rerun does not
+    train it again."""
+    suite = _with_wild_maml()
+    res = run_benchmark(suite, tmp_path / "runs", results_dir=tmp_path / "res", docs=tmp_path / "b.md",
+                        progress=False)  # fmt: skip
+    by = {r["method"]: r for r in res.records}
+    assert res.complete and set(by) == {"maml", "wild"}
+    assert by["wild"]["stopped"] == "diverged" and "nan" in by["wild"]["diverged"]
+    assert by["wild"]["episode_fingerprint"] is None and "mse" not in by["wild"]
+    assert by["maml"]["stopped"] in ("budget", "steps") and by["maml"]["mse"] > 0
+    text = (tmp_path / "b.md").read_text()
+    assert "| wild (diverged) | –" in text and "training diverged" in text
+    led = json.loads((tmp_path / "runs" / "linear_gaussian" / "wild" / "benchmark.json").read_text())
+    assert led["diverged"]
+    again = run_benchmark(suite, tmp_path / "runs", results_dir=tmp_path / "res", progress=False, report=False)
+    assert [o.status for o in again.outcomes] == ["skipped", "skipped"]
+
+
+def test_a_method_diverging_after_a_validated_checkpoint_is_evaluated_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Divergence after validation: the method is evaluated at its best validated checkpoint and
+    its record keeps the error (stopped = "diverged")."""
+    import bayesmeta.runs as runs
+    from bayesmeta.exceptions import NumericalError
+
+    first = run_benchmark("linear_gaussian", tmp_path, methods=["maml"], smoke=True, max_steps=2,
+                          progress=False, report=False)  # fmt: skip
+    assert first.records[0]["stopped"] == "steps"
+
+    def diverge(*args: object, **kwargs: object) -> None:
+        raise NumericalError("loss: NaN at step 3")
+
+    monkeypatch.setattr(runs, "train_run", diverge)
+    res = run_benchmark("linear_gaussian", tmp_path, methods=["maml"], smoke=True, max_steps=5,
+                        progress=False, report=False)  # fmt: skip
+    (rec,) = res.records
+    assert rec["stopped"] == "diverged" and rec["diverged"] == "loss: NaN at step 3"
+    assert rec["mse"] == pytest.approx(first.records[0]["mse"])  # the same (best) checkpoint
+    assert rec["episode_fingerprint"] == first.records[0]["episode_fingerprint"]
