@@ -230,8 +230,9 @@ def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
             docs=docs, command=command, threads=args.threads, report=not args.no_report, progress=not args.no_progress,
         )
         for o in res.outcomes:
-            diverged = o.record is not None and o.record.get("stopped") == "diverged"
-            print(f"{name}: {o.label}: {o.status}" + (f" (training diverged: {o.record['diverged']})" if diverged else ""))
+            rec = o.record or {}
+            why = f"training diverged: {rec['diverged']}" if rec.get("diverged") else rec.get("error")
+            print(f"{name}: {o.label}: {o.status}" + (f" ({why})" if why else ""))
         if res.results_path is not None:
             print(f"{name}: results in {res.results_path}" + (f", report {res.report}" if res.report else ""))
         if not res.complete:

@@ -100,18 +100,23 @@ def make_record(
 
 
 def failed_record(
-    suite: Suite, method: str, *, budget_s: float, ledger: dict[str, Any], max_steps: int
-) -> dict[str, Any]:
-    """The record of a method whose training diverged before any validated checkpoint.
+    suite: Suite, method: str, *, budget_s: float, ledger: dict[str, Any], max_steps: int, stopped: str,
+    error: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The record of a method that has no metrics: training diverged before any validated
+    checkpoint (``stopped="diverged"``), or the evaluation itself failed (``error`` says which).
 
-    No metric: nothing was evaluated (tables print a dash); ``diverged`` holds the error.
+    Tables print a dash for every metric and the reason under the table.
     """
-    return {
+    rec = {
         "suite": suite.name, "method": method, "kind": suite.kind, "budget_s": float(budget_s),
         "cpu_s": round(float(ledger.get("cpu_s", 0.0)), 2), "steps": int(ledger.get("steps", 0)),
-        "max_steps": int(max_steps), "stopped": "diverged", "diverged": str(ledger.get("diverged", "")),
+        "max_steps": int(max_steps), "stopped": stopped, "error": error,
         "n_tasks": 0, "episode_fingerprint": None, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }  # fmt: skip
+    if ledger.get("diverged"):
+        rec["diverged"] = str(ledger["diverged"])
+    return rec
 
 
 # ------------------------------------------------------------------------------ markdown
@@ -149,17 +154,23 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
             if ci is not None and key in ("accuracy", "mse", "ece", "nll", "w2"):
                 cell += f" [{_fmt(ci[0], scale)}, {_fmt(ci[1], scale)}]"
             cells.append(cell)
-        name = f"{r['method']} (diverged)" if r.get("stopped") == "diverged" else r["method"]
+        name = r["method"]
+        if r.get("stopped") == "diverged":
+            name += " (diverged)"
+        elif r.get("error"):
+            name += " (evaluation failed)"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['steps']} | {r['cpu_s']:.0f} |")
-    notes = [r for r in records if r.get("stopped") == "diverged"]
-    for r in notes:  # what happened, under the table: a dash or a number needs its reason
-        where = (
-            "no checkpoint was validated before it, so nothing was evaluated"
-            if r.get("episode_fingerprint") is None
-            else "evaluated at its best validated checkpoint before that"
-        )
-        lines.append(f"\n`{r['method']}`: training diverged at about step {r['steps']} "
-                     f"({r.get('diverged', '')}); {where}.")  # fmt: skip
+    for r in records:  # what happened, under the table: a dash or a flagged number needs its reason
+        if r.get("stopped") == "diverged":
+            where = (
+                "evaluated at its best validated checkpoint before that"
+                if r.get("episode_fingerprint") is not None
+                else "no checkpoint was validated before it, so nothing was evaluated"
+            )
+            lines.append(f"\n`{r['method']}`: training diverged at about step {r['steps']} "
+                         f"({r.get('diverged', '')}); {where}.")  # fmt: skip
+        elif r.get("error"):
+            lines.append(f"\n`{r['method']}`: {r['error']}")
     return "\n".join(lines) + "\n"
 
 

@@ -455,14 +455,19 @@ def run_benchmark(
         if stopped is None or (deadline is not None and time.monotonic() >= deadline):
             result.outcomes.append(MethodOutcome(entry.label, "partial"))
             continue
+        failed = dict(budget_s=budget, ledger=led, max_steps=steps_cap, stopped=stopped)
         if stopped == "diverged" and not (train_dir / "checkpoints" / "best.pt").is_file():
-            rec = failed_record(s, entry.label, budget_s=budget, ledger=led, max_steps=steps_cap)
+            rec = failed_record(s, entry.label, **failed, error="training diverged before any validated checkpoint")
         else:
-            res = _evaluate(s, entry, cfg, train_dir, progress)
-            res.save(out_dir / "eval")
-            rec = make_record(
-                s, entry.label, res, budget_s=budget, ledger=led, stopped=stopped, max_steps=steps_cap
-            )
+            try:
+                res = _evaluate(s, entry, cfg, train_dir, progress)
+            except NumericalError as e:  # e.g. an inner loop that diverges on out-of-range inputs
+                rec = failed_record(s, entry.label, **failed, error=f"evaluation failed: {e}")
+            else:
+                res.save(out_dir / "eval")
+                rec = make_record(
+                    s, entry.label, res, budget_s=budget, ledger=led, stopped=stopped, max_steps=steps_cap
+                )
         atomic_write_text(json.dumps({**rec, "record_key": key}, indent=2) + "\n", rec_path)
         result.outcomes.append(MethodOutcome(entry.label, "done", rec))
     result.records = [o.record for o in result.outcomes if o.record is not None]

@@ -318,3 +318,29 @@ def test_a_method_diverging_after_a_validated_checkpoint_is_evaluated_there(
     assert rec["stopped"] == "diverged" and rec["diverged"] == "loss: NaN at step 3"
     assert rec["mse"] == pytest.approx(first.records[0]["mse"])  # the same (best) checkpoint
     assert rec["episode_fingerprint"] == first.records[0]["episode_fingerprint"]
+
+
+def test_a_method_whose_evaluation_fails_is_recorded_and_the_suite_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NumericalError while evaluating one method (an inner loop diverging on out-of-range
+    inputs) gives that method a record without metrics and the error; the others are evaluated."""
+    import bayesmeta.benchmark.run as run
+    from bayesmeta.exceptions import NumericalError
+
+    real = run._evaluate
+
+    def evaluate(suite, entry, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if entry.label == "fomaml":
+            raise NumericalError("adapt: the inner loop diverged (non-finite outputs) for task(s) [0]")
+        return real(suite, entry, *args, **kwargs)
+
+    monkeypatch.setattr(run, "_evaluate", evaluate)
+    res = run_benchmark("linear_gaussian", tmp_path / "runs", methods=["maml", "fomaml"], smoke=True,
+                        results_dir=tmp_path / "res", docs=tmp_path / "b.md", progress=False)  # fmt: skip
+    by = {r["method"]: r for r in res.records}
+    assert res.complete and by["maml"]["mse"] > 0
+    assert by["fomaml"]["stopped"] in ("budget", "steps") and "mse" not in by["fomaml"]
+    assert by["fomaml"]["error"].startswith("evaluation failed: adapt: the inner loop diverged")
+    text = (tmp_path / "b.md").read_text()
+    assert "| fomaml (evaluation failed) | –" in text and "evaluation failed: adapt" in text
