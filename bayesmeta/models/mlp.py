@@ -63,10 +63,11 @@ class MLP(nn.Module):
         self.head: nn.Linear | None = None if out_features is None else nn.Linear(width, out_features)
         # the batched forward applies activations as they are: only parameter-free ones
         self._batchable = not any(True for a in self.body if not isinstance(a, nn.Linear) for _ in a.parameters())
-        # the batched forward's layers in order, (weight name, bias name) or the activation: built
-        # once, since the batched forward runs twice per inner step and Module.__getattr__ counts
-        self._plan: tuple[tuple[str, str] | nn.Module, ...] = tuple(
-            (f"body.{i}.weight", f"body.{i}.bias") if isinstance(a, nn.Linear) else a for i, a in enumerate(self.body)
+        # the batched forward's layers in order: (weight name, bias name) of a linear layer, or the
+        # key of an activation in body (looked up per call, so a replaced activation is used). Built
+        # once: the batched forward runs twice per inner step and Module.__getattr__ counts there
+        self._plan: tuple[tuple[str, str] | str, ...] = tuple(
+            (f"body.{i}.weight", f"body.{i}.bias") if isinstance(a, nn.Linear) else str(i) for i, a in enumerate(self.body)
         ) + ((("head.weight", "head.bias"),) if self.head is not None else ())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,9 +92,10 @@ class MLP(nn.Module):
         if not self._batchable:  # an activation with parameters: the generic route
             return vmap_call(self, params, x)
         h = x
+        body = self._modules["body"]._modules  # type: ignore[union-attr]
         for step in self._plan:
             if isinstance(step, tuple):
                 h = batched_linear(h, params[step[0]], params.get(step[1]))
             else:
-                h = step(h)  # parameter-free activation, elementwise
+                h = body[step](h)  # parameter-free activation, elementwise
         return h

@@ -120,3 +120,20 @@ def test_learners_take_the_hand_batched_route(monkeypatch: pytest.MonkeyPatch) -
         learner.meta_loss(batch).loss.backward()
         with torch.no_grad():
             learner.predict(learner.adapt(batch.support), batch.query_x)
+
+
+def test_mlp_batched_forward_uses_an_activation_replaced_after_construction() -> None:
+    """MLP builds its batched-forward plan once; a layer swapped afterwards must still be used
+    (checked against a per-task functional_call of the modified network)."""
+    from torch import nn
+    from torch.func import functional_call
+
+    from bayesmeta.models import MLP
+
+    torch.manual_seed(0)
+    m = MLP(1, 2, hidden=(4, 4))
+    m.body[1] = nn.Tanh()
+    p = {k: v.expand(3, *v.shape) + 0.1 * torch.randn(3, *v.shape) for k, v in m.named_parameters()}
+    x = torch.randn(3, 5, 1)
+    ref = torch.stack([functional_call(m, {k: v[t] for k, v in p.items()}, (x[t],)) for t in range(3)])
+    torch.testing.assert_close(m.batched_forward(p, x), ref)
