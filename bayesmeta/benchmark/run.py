@@ -246,19 +246,10 @@ def _train(
 
 def _last_logged_step(train_dir: Path) -> int:
     """The last step in ``metrics.jsonl`` (0 when none was logged): how far a diverged run got."""
-    last = 0
-    try:
-        lines = (train_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return 0
-    for line in lines:
-        try:
-            step = json.loads(line).get("step")
-        except (json.JSONDecodeError, AttributeError):
-            continue
-        if isinstance(step, int):
-            last = max(last, step)
-    return last
+    from bayesmeta.training import read_metrics
+
+    records, _ = read_metrics(train_dir / "metrics.jsonl")
+    return max((r["step"] for r in records if isinstance(r.get("step"), int)), default=0)
 
 
 # ------------------------------------------------------------------------------ evaluation

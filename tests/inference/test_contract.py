@@ -87,6 +87,11 @@ LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]
     "bmaml-regression": (
         lambda: BMAML(MLP(1, 1, hidden=(8,)), n_particles=3, prior="learned", task_kind="regression"), regression_batch
     ),
+    # one particle, no prior: meta_loss runs MAML's inner loop without the particle axis
+    "bmaml-one-particle-regression": (
+        lambda: BMAML(MLP(1, 1, hidden=(8,)), n_particles=1, prior=None, objective="nll", task_kind="regression"),
+        regression_batch,
+    ),
     "platipus-regression": (lambda: PLATIPUS(MLP(1, 1, hidden=(8,)), n_samples=3, task_kind="regression"), regression_batch),
     "versa-classification": (lambda: VERSA(Conv4(hidden=8), n_samples=4), classification_batch),
     "versa-regression": (lambda: VERSA(_features(), n_samples=4, task_kind="regression", feature_dim=8), regression_batch),
