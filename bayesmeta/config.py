@@ -91,7 +91,7 @@ def _trainer_defaults(*names: str) -> dict[str, Any]:
 # signature, so the CLI and the Python API cannot drift apart), plus the keys only a config has.
 TRAINING_DEFAULTS: dict[str, Any] = {
     "steps": 1000,  # MetaTrainer requires `steps`; a config may leave it out
-    **_trainer_defaults("meta_batch_size", "lr", "grad_clip", "seed"),
+    **_trainer_defaults("meta_batch_size", "lr", "lr_decay_every", "lr_decay", "grad_clip", "seed"),
     "val_episodes": 50,  # a count here; MetaTrainer takes the built episodes
     **_trainer_defaults("val_every", "checkpoint_every", "log_every", "max_minutes"),
     "device": "cpu",
@@ -372,6 +372,11 @@ def _check_training(tr: dict[str, Any]) -> None:
         _int_option(f"training.{key}", tr[key], minimum)
     _int_option("training.seed", tr["seed"], 0, _SEED_MAX)
     tr["lr"] = _number_option("training.lr", tr["lr"])
+    if tr["lr_decay_every"] is not None:
+        _int_option("training.lr_decay_every", tr["lr_decay_every"], 1)
+    tr["lr_decay"] = _number_option("training.lr_decay", tr["lr_decay"])
+    if tr["lr_decay"] > 1:
+        raise ConfigError(f"training.lr_decay: expected a factor in (0, 1], got {tr['lr_decay']!r}")
     tr["grad_clip"] = _number_option("training.grad_clip", tr["grad_clip"], allow_none=True)
     tr["max_minutes"] = _number_option("training.max_minutes", tr["max_minutes"], allow_none=True)
     check_device_name(tr["device"], "training.device")

@@ -235,6 +235,8 @@ def train_run(
         steps=tr["steps"],
         meta_batch_size=tr["meta_batch_size"],
         lr=tr["lr"],
+        lr_decay_every=tr["lr_decay_every"],
+        lr_decay=tr["lr_decay"],
         grad_clip=tr["grad_clip"],
         seed=tr["seed"],
         val_episodes=build_episodes(cfg, "val") if tr["val_episodes"] else None,

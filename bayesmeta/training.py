@@ -196,7 +196,10 @@ class MetaTrainer:
         source: a task source (``.sample(n, generator) -> TaskBatch``).
         steps: total meta-steps (a resumed run continues up to this).
         meta_batch_size: tasks per meta-step.
-        lr: Adam learning rate.
+        lr: Adam learning rate (the initial one when ``lr_decay_every`` is set).
+        lr_decay_every: multiply the learning rate by ``lr_decay`` every this many steps (a step
+            schedule, as Prototypical Networks halve it every 2000 episodes); ``None``: constant.
+        lr_decay: the factor of ``lr_decay_every``, in (0, 1].
         grad_clip: max global gradient norm (``None``: no clipping).
         seed: seeds the task generator and the global torch RNG at the start of a fresh run.
         val_episodes: fixed episodes for validation (``None``: no validation).
@@ -245,6 +248,8 @@ class MetaTrainer:
         divergence_factor: float | None = 1e3,
         distributed: DistContext | None = None,
         max_cpu_seconds: float | None = None,
+        lr_decay_every: int | None = None,
+        lr_decay: float = 0.5,
     ) -> None:
         self.learner = learner
         self.source = source
@@ -252,6 +257,13 @@ class MetaTrainer:
         self.meta_batch_size = check_positive_int("meta_batch_size", meta_batch_size)
         if not (lr > 0 and math.isfinite(lr)):
             raise ConfigError(f"lr: expected a positive finite learning rate, got {lr!r}")
+        self.lr = float(lr)
+        if lr_decay_every is not None:
+            check_positive_int("lr_decay_every", lr_decay_every)
+        self.lr_decay_every = lr_decay_every
+        if isinstance(lr_decay, bool) or not (isinstance(lr_decay, int | float) and 0 < lr_decay <= 1):
+            raise ConfigError(f"lr_decay: expected a factor in (0, 1], got {lr_decay!r}")
+        self.lr_decay = float(lr_decay)
         if grad_clip is not None and not grad_clip > 0:
             raise ConfigError(f"grad_clip: expected a positive float or None, got {grad_clip!r}")
         self.grad_clip = grad_clip
@@ -465,6 +477,7 @@ class MetaTrainer:
                     groups = getattr(self.learner, "grad_clip_groups", None)
                     for params in groups() if groups is not None else [self.learner.parameters()]:
                         torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                self._set_lr()
                 self.optimizer.step()
                 self.step += 1
                 if not rng_in_sync:
@@ -490,6 +503,19 @@ class MetaTrainer:
         result.steps = self.step
         result.best_val, result.best_step = self.best_val, self.best_step
         return result
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the step that follows ``step`` completed steps."""
+        if self.lr_decay_every is None:
+            return self.lr
+        return self.lr * self.lr_decay ** (step // self.lr_decay_every)
+
+    def _set_lr(self) -> None:
+        # a function of the step count alone (no scheduler state): a resumed run, whatever the
+        # optimizer state it loaded, and every process of a distributed run use the same rate
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _read_resume_checkpoint(self) -> dict[str, Any] | None:
         """Create the run directory; the checkpoint to resume from (``None``: a fresh run), with

@@ -105,11 +105,19 @@ def _config(suite: Suite, entry: MethodEntry, max_steps: int) -> dict[str, Any]:
         "tasks_per_batch": suite.tasks_per_batch,
     }
     if suite.test_tasks is None:
-        evaluation["tasks"] = dict(suite.test_overrides)
+        # a method trained on other task options (ProtoNets 60-way) is tested on the suite's
+        extra = sorted(set(entry.tasks) - set(suite.tasks))
+        if extra:
+            raise ConfigError(
+                f"suite {suite.name}, method {entry.label}: tasks overrides {extra} are not options of the "
+                f"suite's tasks ({', '.join(suite.tasks)}), so its test episodes would differ"
+            )
+        restore = {k: suite.tasks[k] for k in entry.tasks if k in suite.tasks}
+        evaluation["tasks"] = {**restore, **suite.test_overrides}
     return {
         "method": copy_dict(entry.method),
         "model": copy_dict(entry.model),
-        "tasks": dict(suite.tasks),
+        "tasks": {**suite.tasks, **entry.tasks},
         "training": training,
         "evaluation": evaluation,
     }

@@ -213,13 +213,22 @@ def protocol_rows(run: RunResult) -> list[tuple[str, str]]:
     return rows
 
 
+def _protocol_grid(runs: Sequence[RunResult]) -> list[tuple[str, list[str]]]:
+    """The protocol rows of several runs side by side, aligned by field: a run may have a row
+    the others lack (training task settings that differ from the evaluation ones), and shows
+    "same as evaluation" there."""
+    per_run = [dict(protocol_rows(r)) for r in runs]
+    names = list(dict.fromkeys(name for r in runs for name, _ in protocol_rows(r)))
+    missing = {"task settings (training)": "same as evaluation"}
+    return [(n, [rows.get(n, missing.get(n, "—")) for rows in per_run]) for n in names]
+
+
 def _protocol_html(runs: Sequence[RunResult]) -> str:
     e = html.escape
-    table = [protocol_rows(r) for r in runs]
     head = "".join(f'<th scope="col">{e(r.label)}</th>' for r in runs)
     body = []
-    for i, (name, _) in enumerate(table[0]):
-        cells = "".join(f"<td>{e(rows[i][1])}</td>" for rows in table)
+    for name, texts in _protocol_grid(runs):
+        cells = "".join(f"<td>{e(t)}</td>" for t in texts)
         body.append(f'<tr><th scope="row">{e(name)}</th>{cells}</tr>')
     return (
         f'<table class="metrics protocol"><thead><tr><th scope="col">protocol</th>{head}</tr></thead>'
@@ -228,10 +237,9 @@ def _protocol_html(runs: Sequence[RunResult]) -> str:
 
 
 def _protocol_markdown(runs: Sequence[RunResult]) -> str:
-    table = [protocol_rows(r) for r in runs]
     lines = ["| protocol | " + " | ".join(r.label.replace("|", "/") for r in runs) + " |", "|---|" + "---|" * len(runs)]
-    for i, (name, _) in enumerate(table[0]):
-        lines.append(f"| {name} | " + " | ".join(rows[i][1].replace("|", "/") for rows in table) + " |")
+    for name, texts in _protocol_grid(runs):
+        lines.append(f"| {name} | " + " | ".join(t.replace("|", "/") for t in texts) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -344,3 +344,33 @@ def test_a_method_whose_evaluation_fails_is_recorded_and_the_suite_goes_on(
     assert by["fomaml"]["error"].startswith("evaluation failed: adapt: the inner loop diverged")
     text = (tmp_path / "b.md").read_text()
     assert "| fomaml (evaluation failed) | –" in text and "evaluation failed: adapt" in text
+
+
+def test_protonets_train_on_their_own_tasks_and_are_tested_on_the_suite_episodes(omniglot_run) -> None:
+    """ProtoNets (and their ensemble) meta-train 20-way with their paper's schedule; the test and
+    calibration episodes stay the suite's 5-way ones (same fingerprint as DKT's, checked above)."""
+    root, res = omniglot_run
+    suite = smoke_suite(get_suite("omniglot_5w1s"))
+    cfgs = suite_configs(suite, suite.methods, 3)
+    assert cfgs["protonet"]["tasks"]["n_way"] == 20 and cfgs["dkt"]["tasks"]["n_way"] == 5
+    assert cfgs["protonet"]["training"]["meta_batch_size"] == 1
+    assert cfgs["protonet"]["training"]["lr_decay_every"] == 2000
+    assert cfgs["ensemble"]["tasks"]["n_way"] == 20
+    for label in ("protonet", "dkt"):
+        batch = next(iter(fixed_episodes(episode_source(suite, cfgs[label]), 1, seed=0)))
+        assert batch.n_way == 5 and int(batch.support_y.max()) == 4, label  # 5-way test tasks for both
+    summary = json.loads((root / "runs" / "omniglot_5w1s" / "protonet" / "eval" / "summary.json").read_text())
+    assert summary["protocol"]["train_tasks"]["n_way"] == 20
+    assert summary["protocol"]["tasks"]["n_way"] == 5
+
+
+def test_a_tasks_override_the_suite_does_not_have_is_refused(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bayesmeta.benchmark import MethodEntry
+
+    suite = smoke_suite(get_suite("omniglot_5w1s"))
+    odd = replace(suite, methods=(MethodEntry("p", {"name": "protonet"}, {"name": "conv4", "hidden": 8},
+                                              tasks={"prevalence": "natural"}),))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"method p: tasks overrides \['prevalence'\]"):
+        run_benchmark(odd, tmp_path, progress=False)

@@ -85,6 +85,26 @@ def test_protocol_section_lists_what_a_reviewer_needs(make_run: Any, tmp_path: P
     assert "per-task mean" in md and "pooled" in text
 
 
+def test_protocol_rows_align_when_one_run_trained_on_other_tasks(make_run: Any, tmp_path: Path) -> None:
+    """A ProtoNet trained 20-way beside a MAML trained on the test tasks: the training row is the
+    ProtoNet's own, and the MAML's cell says its training tasks were the evaluation ones."""
+    runs = [make_run("maml", seed=0), make_run("protonet", seed=1)]
+    for run, train_way in zip(runs, (5, 20), strict=True):
+        path = run / "eval" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["protocol"] = {
+            "method": {"name": run.name}, "tasks": {"name": "omniglot", "n_way": 5},
+            "train_tasks": {"name": "omniglot", "n_way": train_way}, "steps_trained": 10,
+        }
+        path.write_text(json.dumps(summary))
+    build_report(runs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    row = next(line for line in md.splitlines() if line.startswith("| task settings (training)"))
+    assert row == "| task settings (training) | same as evaluation | omniglot (n_way=20) |"
+    assert "| steps trained | 10 | 10 |" in md
+    assert "omniglot (n_way=20)" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
 # ------------------------------------------------------------------ paired test
 def test_paired_bootstrap_interval_matches_scipy() -> None:
     import scipy.stats
