@@ -410,15 +410,18 @@ def _omniglot(n_way: int, k_shot: int) -> Suite:
     )
 
 
-def _medical(dataset: str, positive_note: str) -> Suite:
+def _medical(dataset: str, positive_note: str, n_way: int = 2, test_options: dict[str, Any] | None = None) -> Suite:
+    """Meta-train on MedNIST (random ``n_way``-way 5-shot episodes), test on a bundled MedMNIST
+    dataset (``n_way`` must be its class count: the fixed-size heads of MAML and its relatives
+    are sized by the training episodes)."""
     return Suite(
         name=f"medical_{dataset}",
-        description=f"meta-trained on MedNIST (random 2-way 5-shot episodes), tested on {dataset} 2-way 5-shot "
-        f"(support from its train split, queries from its test split at natural prevalence; {positive_note})",
+        description=f"meta-trained on MedNIST (random {n_way}-way 5-shot episodes), tested on {dataset} {n_way}-way "
+        f"5-shot (support from its train split, queries from its test split at natural prevalence; {positive_note})",
         kind="classification",
         tasks={
             "name": "mednist",
-            "n_way": 2,
+            "n_way": n_way,
             "k_shot": 5,
             "n_query": 10,
             "class_identity": "random",
@@ -430,16 +433,18 @@ def _medical(dataset: str, positive_note: str) -> Suite:
             "n_query": 10,
             "prevalence": "natural",
             "support_split": "train",
+            **(test_options or {}),
         },  # fmt: skip
         n_episodes=200,
         val_episodes=50,
         tasks_per_batch=10,
         budget_s=300.0,
         training=dict(_IMAGE_TRAINING),
-        methods=_classification_methods(2, _CONV),
+        methods=_classification_methods(n_way, _CONV),
         smoke={
             **_SMOKE,
-            "test_tasks": {"n_query": 2},
+            # RetinaMNIST's rarest grade (5%) needs 20 queries an episode to appear at all
+            "test_tasks": {"n_query": 2 if n_way == 2 else 4},
             "tasks": {"n_query": 2},
             "model": _SMOKE_CONV,
         },
@@ -460,6 +465,9 @@ SUITES: Mapping[str, Suite] = {
         _omniglot(20, 1),
         _medical("pneumoniamnist", "pneumonia vs normal"),
         _medical("breastmnist", "malignant vs benign/normal"),
+        # MedNIST has six classes, so its 5-way episodes train the 5-grade heads; RetinaMNIST is
+        # RGB and MedNIST grey: converted to grey (ITU-R BT.601 luma) as in docs/medical.md
+        _medical("retinamnist", "diabetic-retinopathy grades 0-4, grey", n_way=5, test_options={"channels": "grey"}),
     )
 }
 """Every suite by name."""

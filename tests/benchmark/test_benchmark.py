@@ -374,3 +374,18 @@ def test_a_tasks_override_the_suite_does_not_have_is_refused(tmp_path: Path) -> 
                                               tasks={"prevalence": "natural"}),))  # fmt: skip
     with pytest.raises(ConfigError, match=r"method p: tasks overrides \['prevalence'\]"):
         run_benchmark(odd, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_every_suite_resolves_and_draws_its_test_and_calibration_episodes(name: str) -> None:
+    """The full (not smoke) settings: every method's config resolves and builds, and one test and
+    one calibration episode of the suite can be drawn (RetinaMNIST's rarest grade included)."""
+    suite = get_suite(name)
+    cfgs = suite_configs(suite, suite.methods, 3)
+    assert set(cfgs) == {m.label for m in suite.methods if m.derived_from is None}
+    cfg = next(iter(cfgs.values()))
+    for split in ("test", "val"):
+        (batch,) = fixed_episodes(episode_source(suite, cfg, split), 1, seed=0)
+        if suite.kind == "classification":
+            assert batch.n_way == suite.tasks["n_way"]  # the heads are sized by the training episodes
+            assert int(batch.query_y.unique().numel()) == batch.n_way  # every class has queries
