@@ -112,8 +112,7 @@ def _config(suite: Suite, entry: MethodEntry, max_steps: int) -> dict[str, Any]:
                 f"suite {suite.name}, method {entry.label}: tasks overrides {extra} are not options of the "
                 f"suite's tasks ({', '.join(suite.tasks)}), so its test episodes would differ"
             )
-        restore = {k: suite.tasks[k] for k in entry.tasks if k in suite.tasks}
-        evaluation["tasks"] = {**restore, **suite.test_overrides}
+        evaluation["tasks"] = {**{k: suite.tasks[k] for k in entry.tasks}, **suite.test_overrides}
     return {
         "method": copy_dict(entry.method),
         "model": copy_dict(entry.model),

@@ -217,8 +217,9 @@ def _protocol_grid(runs: Sequence[RunResult]) -> list[tuple[str, list[str]]]:
     """The protocol rows of several runs side by side, aligned by field: a run may have a row
     the others lack (training task settings that differ from the evaluation ones), and shows
     "same as evaluation" there."""
-    per_run = [dict(protocol_rows(r)) for r in runs]
-    names = list(dict.fromkeys(name for r in runs for name, _ in protocol_rows(r)))
+    rows_of = [protocol_rows(r) for r in runs]
+    per_run = [dict(rows) for rows in rows_of]
+    names = list(dict.fromkeys(name for rows in rows_of for name, _ in rows))
     missing = {"task settings (training)": "same as evaluation"}
     return [(n, [rows.get(n, missing.get(n, "—")) for rows in per_run]) for n in names]
 
