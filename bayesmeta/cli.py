@@ -98,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
         help="override training.steps (total steps; above a resumed run's step to train it further)",
     )
     t.add_argument("--seed", type=_seed, default=None, help="override training.seed (a new run only)")
+    t.add_argument(
+        "--max-minutes", type=_positive_float, default=None,
+        help="wall-clock budget of this call: validate, checkpoint and stop when it runs out (default: training.max_minutes)",
+    )
+    t.add_argument(
+        "--max-cpu-seconds", type=_positive_float, default=None, metavar="SECONDS",
+        help="CPU-time budget of this call (this process's user + system time), handled like --max-minutes; "
+        "what `bayesmeta benchmark` gives each method (default: none)",
+    )
     _add_placement(t, "the config's")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -275,7 +284,8 @@ def _run(args: argparse.Namespace, ctx: DistContext | None, argv: Sequence[str] 
 
         res = train_run(
             args.config, args.run_dir, steps=args.steps, seed=args.seed, device=args.device, dtype=args.dtype,
-            progress=not args.no_progress, distributed=ctx,
+            progress=not args.no_progress, distributed=ctx, max_minutes=args.max_minutes,
+            max_cpu_seconds=args.max_cpu_seconds,
         )
         if not main_rank:
             return
@@ -285,6 +295,8 @@ def _run(args: argparse.Namespace, ctx: DistContext | None, argv: Sequence[str] 
         best = "" if res.best_val is None else f", best validation score {res.best_val:.4g} at step {res.best_step}"
         start = f" (resumed at step {res.resumed_from})" if res.resumed_from else ""
         print(f"trained to step {res.steps}{start} into {args.run_dir}{best}")
+        if res.steps < res.target_steps:
+            print(f"stopped by the time budget before step {res.target_steps}; the same command resumes from step {res.steps}")
     elif args.command == "evaluate":
         from bayesmeta._memory import fix_mmap_threshold
         from bayesmeta.runs import evaluate_run

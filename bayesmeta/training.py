@@ -179,6 +179,7 @@ class TrainResult:
         best_val: best validation score (higher is better: accuracy, or minus the MSE).
         best_step: step of ``best_val``.
         resumed_from: the checkpoint step this call started from (0 for a fresh run).
+        target_steps: the steps asked for; above ``steps`` when a time budget stopped the call.
     """
 
     steps: int
@@ -186,6 +187,7 @@ class TrainResult:
     best_val: float | None = None
     best_step: int | None = None
     resumed_from: int = 0
+    target_steps: int = 0
 
 
 class MetaTrainer:
@@ -436,7 +438,9 @@ class MetaTrainer:
         if self.step == 0:
             torch.manual_seed(self.seed)
             self.generator.manual_seed(self.seed)
-        result = TrainResult(self.step, best_val=self.best_val, best_step=self.best_step, resumed_from=self.step)
+        result = TrainResult(
+            self.step, best_val=self.best_val, best_step=self.best_step, resumed_from=self.step, target_steps=self.steps
+        )
         self.learner.train()
         bar = tqdm(total=self.steps, initial=self.step, desc="meta-train", disable=not (self.progress and self.is_main))
         deadline = None if self.max_minutes is None else time.monotonic() + 60.0 * self.max_minutes
