@@ -76,6 +76,34 @@ def test_cli_train_evaluate_resume_end_to_end(tmp_path: Path, capsys: pytest.Cap
     assert max(steps) == 9 and steps.count(7) == 1
 
 
+def test_cli_train_cpu_budget_stops_checkpoints_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = {
+        "method": {"name": "maml", "inner_lr": 0.01},
+        "model": {"name": "mlp", "hidden": [8]},
+        "tasks": {"name": "sinusoid", "k_shot": 5, "n_query": 5},
+        "training": {"steps": 50, "meta_batch_size": 2, "val_episodes": 2, "val_every": 100, "checkpoint_every": 100,
+                     "log_every": 1},
+    }
+    path, run = _write(tmp_path, cfg), tmp_path / "run"
+    # a budget one step's CPU time cannot fit: the call stops after the step that exhausted it
+    assert main(["train", str(path), "--run-dir", str(run), "--max-cpu-seconds", "1e-6", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
+    stopped = max(steps)
+    assert stopped <= 2, steps
+    assert f"stopped by the time budget before step 50; the same command resumes from step {stopped}" in out
+    assert (run / "checkpoints" / "last.pt").exists()
+    # without a budget the same command finishes the run from there
+    assert main(["train", str(path), "--run-dir", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"trained to step 50 (resumed at step {stopped})" in out and "time budget" not in out
+    for flag in ("--max-cpu-seconds", "--max-minutes"):
+        for bad, expected in (("0", "a positive finite number"), ("-3", "a positive finite number"),
+                              ("inf", "a positive finite number"), ("soon", "a number")):
+            assert main(["train", str(path), "--run-dir", str(run), flag, bad]) == 2
+            assert f"argument {flag}: expected {expected}, got '{bad}'" in capsys.readouterr().err
+
+
 def test_cli_reports_library_errors_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = _write(tmp_path, {"method": {"name": "nope"}, "tasks": {"name": "sinusoid"}})
     assert main(["train", str(bad), "--run-dir", str(tmp_path / "r")]) == 2

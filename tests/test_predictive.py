@@ -167,8 +167,15 @@ def test_mixture_quantiles_match_a_scipy_root_find_in_float64() -> None:
             ref = optimize.brentq(lambda x, m=m, s=s, p=p: stats.norm.cdf(x, m, s).mean() - p, -20, 20, xtol=1e-14)
             assert float(q[t, 0, 0]) == pytest.approx(ref, abs=1e-10), (p, t)  # float64 bisection
     lo, hi = pred.interval()  # default level 0.9
-    torch.testing.assert_close(lo, pred.icdf(0.05), rtol=0, atol=0)
-    torch.testing.assert_close(hi, pred.icdf(0.95), rtol=0, atol=0)
+    # interval(0.9) asks for the levels (1 - 0.9) / 2 = 0.04999999999999999 and 0.95: the same
+    # call as icdf at those levels, bit for bit ...
+    a = (1.0 - 0.9) / 2.0
+    torch.testing.assert_close(lo, pred.icdf(a), rtol=0, atol=0)
+    torch.testing.assert_close(hi, pred.icdf(1.0 - a), rtol=0, atol=0)
+    # ... and, against the rounded 0.05 / 0.95, equal to the bisection's float64 resolution: a level
+    # one ulp away may end the 64 halvings on a neighbouring float (CI saw 4.4e-16 on one CPU)
+    torch.testing.assert_close(lo, pred.icdf(0.05), rtol=0, atol=1e-12)
+    torch.testing.assert_close(hi, pred.icdf(0.95), rtol=0, atol=1e-12)
     for bad in (0.0, 1.0, 1.5, -0.2):
         with pytest.raises(BayesMetaError, match=rf"^p: expected probabilities in \(0, 1\), got {bad!r}"):
             pred.icdf(bad)
