@@ -158,11 +158,19 @@ class TaskSpec:
     signature: Callable[..., Any] | None = None
 
 
+#: Omniglot's ``tasks.train_split`` choices: the 1028 training characters, or those plus the 172
+#: validation ones (1200, the papers' final training set once hyperparameters are chosen).
+OMNIGLOT_TRAIN_SPLITS = ("train", "trainval")
+
+
 def _omniglot_source(opts: dict[str, Any], split: str) -> TaskSource:
     opts = dict(opts)
     rotations = opts.pop("rotations", True)
+    train_split = opts.pop("train_split", "train")
+    # Only meta-training draws from ``train_split``; validation and test keep their own classes.
+    data_split = train_split if split == "train" else split
     # Rotations on the fly: storing all four copies of the train split would take ~260 MB.
-    return FewShotSampler(omniglot(split, rotations=False), augment_rotations=rotations, **opts)  # type: ignore[arg-type]
+    return FewShotSampler(omniglot(data_split, rotations=False), augment_rotations=rotations, **opts)  # type: ignore[arg-type]
 
 
 def _regression_source(cls: type) -> Callable[[dict[str, Any], str], TaskSource]:
@@ -189,7 +197,7 @@ TASKS: Mapping[str, TaskSpec] = {
         "regression", _regression_source(GPCurves), _keys(GPCurves.__init__, ("self", "dtype")), signature=GPCurves.__init__
     ),
     "omniglot": TaskSpec(
-        "classification", _omniglot_source, ("n_way", "k_shot", "n_query", "rotations"),
+        "classification", _omniglot_source, ("n_way", "k_shot", "n_query", "rotations", "train_split"),
         signature=FewShotSampler.__init__,
     ),
     **{
@@ -404,6 +412,11 @@ def _check_task_options(section: str, opts: dict[str, Any], tspec: TaskSpec) -> 
             _int_option(f"{section}.{key}", opts[key], 1)
     if "rotations" in opts and not isinstance(opts["rotations"], bool):
         raise ConfigError(f"{section}.rotations: expected true or false, got {opts['rotations']!r}")
+    if "train_split" in opts and opts["train_split"] not in OMNIGLOT_TRAIN_SPLITS:
+        raise ConfigError(
+            f"{section}.train_split: expected one of {', '.join(map(repr, OMNIGLOT_TRAIN_SPLITS))}, "
+            f"got {opts['train_split']!r}"
+        )
 
 
 def _dry_build(cfg: dict[str, Any]) -> None:

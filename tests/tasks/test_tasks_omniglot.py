@@ -82,3 +82,25 @@ def test_omniglot_episodes(plain: dict[str, LabelledDataset]) -> None:
 def test_bad_split_name() -> None:
     with pytest.raises(InvalidValueError, match="split"):
         omniglot("validation")  # type: ignore[arg-type]
+
+
+def test_config_train_split_trainval_trains_on_1200_characters_and_keeps_val_and_test() -> None:
+    from bayesmeta.config import build_task_source, resolve_config
+    from bayesmeta.exceptions import ConfigError
+
+    base = {"method": {"name": "protonet"}, "model": {"name": "conv4", "hidden": 8},
+            "tasks": {"name": "omniglot", "n_way": 5, "k_shot": 1, "n_query": 1}}
+    default = resolve_config(base)
+    trainval = resolve_config({**base, "tasks": {**base["tasks"], "train_split": "trainval"}})
+
+    def names(cfg: dict, split: str) -> set[str]:
+        return set(build_task_source(cfg, split).dataset.class_names)
+
+    assert len(names(default, "train")) == 1028
+    both = names(trainval, "train")
+    assert both == names(default, "train") | names(default, "val") and len(both) == 1200
+    for split in ("val", "test"):  # only meta-training changes
+        assert names(trainval, split) == names(default, split)
+    assert names(trainval, "test").isdisjoint(both)
+    with pytest.raises(ConfigError, match=r"^tasks.train_split: expected one of 'train', 'trainval', got 'all'"):
+        resolve_config({**base, "tasks": {**base["tasks"], "train_split": "all"}})
