@@ -50,15 +50,19 @@ def test_variant_names_set_their_options() -> None:
     assert build_learner(resolve_config({**base, "method": {"name": "anil"}})).adapted_names == ("head.weight", "head.bias")
 
 
-def test_cli_train_evaluate_resume_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = {
+def _tiny_maml(**training: int) -> dict:
+    """MAML on 5-shot sinusoids with an 8-unit MLP: a config the CLI trains in a second."""
+    return {
         "method": {"name": "maml", "inner_lr": 0.01},
         "model": {"name": "mlp", "hidden": [8]},
         "tasks": {"name": "sinusoid", "k_shot": 5, "n_query": 5},
-        "training": {"steps": 6, "meta_batch_size": 2, "val_episodes": 2, "val_every": 3, "checkpoint_every": 3,
-                     "log_every": 1},
-        "evaluation": {"n_episodes": 6, "tasks_per_batch": 4},
+        "training": {"meta_batch_size": 2, "val_episodes": 2, "log_every": 1, **training},
     }
+
+
+def test_cli_train_evaluate_resume_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _tiny_maml(steps=6, val_every=3, checkpoint_every=3)
+    cfg["evaluation"] = {"n_episodes": 6, "tasks_per_batch": 4}
     path, run = _write(tmp_path, cfg), tmp_path / "run"
     assert main(["train", str(path), "--run-dir", str(run), "--no-progress"]) == 0
     assert main(["evaluate", str(run), "--no-progress"]) == 0
@@ -77,13 +81,7 @@ def test_cli_train_evaluate_resume_end_to_end(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_cli_train_cpu_budget_stops_checkpoints_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = {
-        "method": {"name": "maml", "inner_lr": 0.01},
-        "model": {"name": "mlp", "hidden": [8]},
-        "tasks": {"name": "sinusoid", "k_shot": 5, "n_query": 5},
-        "training": {"steps": 50, "meta_batch_size": 2, "val_episodes": 2, "val_every": 100, "checkpoint_every": 100,
-                     "log_every": 1},
-    }
+    cfg = _tiny_maml(steps=50, val_every=100, checkpoint_every=100)
     path, run = _write(tmp_path, cfg), tmp_path / "run"
     # a budget one step's CPU time cannot fit: the call stops after the step that exhausted it
     assert main(["train", str(path), "--run-dir", str(run), "--max-cpu-seconds", "1e-6", "--no-progress"]) == 0
