@@ -13,6 +13,7 @@ from bayesmeta.config import build_learner, load_config, resolve_config
 from bayesmeta.exceptions import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "configs"
+BENCHMARK_CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
 
 
 def _write(tmp_path: Path, cfg: dict) -> Path:
@@ -36,7 +37,9 @@ def test_unknown_keys_methods_and_sections_are_named_with_the_valid_ones(tmp_pat
         load_config(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted([*EXAMPLES.glob("*.yaml"), *BENCHMARK_CONFIGS.glob("*.yaml")]), ids=lambda p: p.parent.parent.name + "/" + p.name
+)
 def test_every_example_config_resolves_and_builds(path: Path) -> None:
     cfg = load_config(path)
     learner = build_learner(cfg)
