@@ -23,6 +23,7 @@ import math
 import re
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,14 @@ def _omniglot_source(opts: dict[str, Any], split: str) -> TaskSource:
     train_split = opts.pop("train_split", "train")
     # Only meta-training draws from ``train_split``; validation and test keep their own classes.
     data_split = train_split if split == "train" else split
+    if split == "val" and train_split == "trainval":
+        warnings.warn(
+            "tasks.train_split: 'trainval' meta-trains on the validation characters, so validation "
+            "episodes (checkpoint selection, calibration) score classes seen in training and are "
+            "optimistic; evaluate with --checkpoint last",
+            UserWarning,
+            stacklevel=2,
+        )
     # Rotations on the fly: storing all four copies of the train split would take ~260 MB.
     return FewShotSampler(omniglot(data_split, rotations=False), augment_rotations=rotations, **opts)  # type: ignore[arg-type]
 
