@@ -10,6 +10,7 @@ from bayesmeta.benchmark.records import (
     RECORD_KEYS,
     make_record,
     markdown_table,
+    pooled_ece,
     update_docs,
     write_results,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "run_benchmark",
     "make_record",
     "markdown_table",
+    "pooled_ece",
     "update_docs",
     "write_results",
 ]

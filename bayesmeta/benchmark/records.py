@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,15 +54,26 @@ def machine_description() -> str:
     )
 
 
-def _pooled_ece(res: EvaluationResult) -> float | None:
+def pooled_ece(predictions: Mapping[str, torch.Tensor]) -> float | None:
+    """The ECE of every present query point of every task in one set of 15 bins.
+
+    Args:
+        predictions: an evaluation's saved predictions (``EvaluationResult.predictions`` or a
+            run's ``eval/predictions.pt``): ``sample_log_probs`` ``[M, T, Q, C]`` (members of a
+            uniform mixture), ``targets`` ``[T, Q]`` and optionally ``query_mask`` ``[T, Q]``.
+
+    Returns:
+        The pooled ECE of the mixture probabilities, or ``None`` when the predictions are not
+        classification ones.
+    """
     from bayesmeta.metrics import ece
 
-    lp = res.predictions.get("sample_log_probs")
-    y = res.predictions.get("targets")
+    lp = predictions.get("sample_log_probs")
+    y = predictions.get("targets")
     if lp is None or y is None:
         return None
     probs = torch.logsumexp(lp.double(), 0).exp() / lp.shape[0]  # mixture over members, [T, Q, C]
-    mask = res.predictions.get("query_mask")
+    mask = predictions.get("query_mask")
     flat_p = probs.reshape(-1, probs.shape[-1])
     flat_y = y.reshape(-1)
     if mask is not None:
@@ -81,7 +93,7 @@ def make_record(
         rec[name] = ci.mean
         rec[f"{name}_ci"] = [ci.low, ci.high]
     if res.task_kind == "classification":
-        rec["pooled_ece"] = _pooled_ece(res)
+        rec["pooled_ece"] = pooled_ece(res.predictions)
     rec.update(
         budget_s=float(budget_s),
         cpu_s=round(float(ledger.get("cpu_s", 0.0)), 2),
