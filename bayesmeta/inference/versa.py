@@ -55,6 +55,7 @@ from bayesmeta.models.amortization import (
     HeadGaussian,
     LinearHeadAmortization,
     PrototypeAmortization,
+    PrototypeResidualAmortization,
 )
 from bayesmeta.models.context import (
     context_mode,
@@ -104,7 +105,11 @@ class VERSA(MetaLearner):
         task_kind: ``"classification"`` or ``"regression"``.
         variance: infer a Gaussian (``True``) or a point estimate of the head (``False``, M = 1).
         amortization: ``"mlp"`` (VERSA's networks), ``"prototype"`` (fixed ``w = 2c``,
-            ``b = -||c||^2``: ProtoNets; classification only, implies no variance) or a module
+            ``b = -||c||^2``: ProtoNets; classification only, implies no variance),
+            ``"prototype_residual"`` (VERSA's networks as a correction to that head, starting at
+            it, with a learned variance:
+            :class:`~bayesmeta.models.amortization.PrototypeResidualAmortization`;
+            classification only) or a module
             with the interface of :class:`~bayesmeta.models.amortization.ClassAmortization` /
             :class:`~bayesmeta.models.amortization.LinearHeadAmortization`.
         hidden: width of the amortization networks (default: D for classification, 128 for
@@ -159,9 +164,14 @@ class VERSA(MetaLearner):
                 raise ConfigError("amortization: 'prototype' is a classification amortization")
             amort = PrototypeAmortization()
             variance = False
+        elif amortization == "prototype_residual":
+            if task_kind != "classification":
+                raise ConfigError("amortization: 'prototype_residual' is a classification amortization")
+            amort = PrototypeResidualAmortization(self.feature_dim, hidden, variance)
         else:
             raise ConfigError(
-                f"amortization: expected 'mlp', 'prototype' or an nn.Module, got {amortization!r}"
+                "amortization: expected 'mlp', 'prototype', 'prototype_residual' or an nn.Module, "
+                f"got {amortization!r}"
             )
         self.amortization = amort
         self.variance = bool(variance)

@@ -12,6 +12,8 @@ network ``q_psi(head_t | support_t)``:
 :class:`PrototypeAmortization` is the fixed map ``w_k = 2 c_k``, ``b_k = -||c_k||^2`` without
 variance: with it VERSA's logits are ``-||f(x) - c_k||^2 + ||f(x)||^2``, i.e. ProtoNets' logits
 up to a per-query shift that the softmax removes (DESIGN.md section 1).
+:class:`PrototypeResidualAmortization` is VERSA's classification networks as a correction to that
+map: it starts as ProtoNets and learns the head's variance (and any change of its mean) from there.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "HeadGaussian",
     "ClassAmortization",
     "PrototypeAmortization",
+    "PrototypeResidualAmortization",
     "LinearHeadAmortization",
 ]
 
@@ -139,6 +142,47 @@ class PrototypeAmortization(nn.Module):
         if class_features.dim() != 3:
             raise ShapeError(f"class_features: expected [T, C, D], got {describe(class_features)}")
         return HeadGaussian(2.0 * class_features, -(class_features**2).sum(-1))
+
+
+class PrototypeResidualAmortization(ClassAmortization):
+    """VERSA's per-class networks as a residual on the ProtoNets head, with a learned variance.
+
+    The head's mean is ``w_k = 2 c_k + g_w(c_k)``, ``b_k = -||c_k||^2 + g_b(c_k)``, where
+    ``g_w``, ``g_b`` are :class:`ClassAmortization`'s mean networks with their output layers
+    initialised to zero, and its log-variance comes from :class:`ClassAmortization`'s log-variance
+    networks. An untrained learner is therefore a prototypical network whose heads are almost
+    deterministic (log-variance ``_INIT_LOGVAR``).
+
+    Why: VERSA's plain networks must learn the map ``c -> (2c, -||c||^2)`` that ProtoNets get for
+    free (the bias is quadratic in ``c``; two ELU layers only approximate it), and with the same
+    budget they ended less accurate than ProtoNets on Omniglot (docs/benchmarks.md, issue 13).
+    Starting at that map leaves the networks only the correction and the variance to learn.
+
+    Args:
+        feature_dim: D, size of the backbone features.
+        hidden: width of the hidden layers (default D).
+        variance: infer log-variances too (``False``: a point estimate, ProtoNets plus a learned
+            correction).
+
+    Shapes:
+        ``forward``: class means ``[T, C, D]`` -> :class:`HeadGaussian` with ``w [T, C, D]``,
+        ``b [T, C]``.
+    """
+
+    def __init__(self, feature_dim: int, hidden: int | None = None, variance: bool = True) -> None:
+        super().__init__(feature_dim, hidden, variance)
+        for net in (self.weight_mean, self.bias_mean):
+            last = net[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
+
+    def forward(self, class_features: torch.Tensor) -> HeadGaussian:
+        out = super().forward(class_features)  # checks the shape
+        out.w_mean = out.w_mean + 2.0 * class_features
+        out.b_mean = out.b_mean - (class_features**2).sum(-1)
+        return out
 
 
 class LinearHeadAmortization(nn.Module):
