@@ -58,7 +58,7 @@ from bayesmeta.distributed.context import DistContext
 from bayesmeta.distributed.sharding import owns_episode
 from bayesmeta.exceptions import BayesMetaError, CheckpointError, InvalidValueError
 from bayesmeta.inference.base import MetaLearner
-from bayesmeta.io import atomic_torch_save, safe_torch_load
+from bayesmeta.io import atomic_torch_save, atomic_write_text, safe_torch_load
 from bayesmeta.metrics import MeanCI, mean_ci, task_metrics
 from bayesmeta.predictive import CategoricalPredictive, GaussianPredictive, Predictive
 from bayesmeta.tasks.batch import TaskBatch
@@ -126,7 +126,13 @@ class EvaluationResult:
         return next(iter(self.per_task.values())).shape[0]
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``summary.json``, ``per_task.jsonl`` and ``predictions.pt`` into ``directory``."""
+        """Write ``summary.json``, ``per_task.jsonl`` and ``predictions.pt`` into ``directory``.
+
+        ``calibrated_per_task.jsonl`` is written with a calibrated result; without one (or without
+        kept predictions) a ``calibrated_per_task.jsonl`` (``predictions.pt``) left in
+        ``directory`` by an earlier evaluation is removed, so that no file there describes another
+        evaluation than ``summary.json``. Every file is written atomically, ``summary.json`` last.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         summary = {
@@ -138,6 +144,7 @@ class EvaluationResult:
             "protocol": self.protocol,
             "metrics": {k: v.to_dict() for k, v in self.summary.items()},
         }
+        atomic_write_text(_jsonl(self.per_task, self.n_tasks), d / "per_task.jsonl")
         if self.calibrated is not None:
             c = self.calibrated
             summary["calibrated"] = {
@@ -145,12 +152,14 @@ class EvaluationResult:
                 "n_calibration_tasks": c.n_calibration_tasks,
                 "metrics": {k: v.to_dict() for k, v in c.summary.items()},
             }
-        (d / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        (d / "per_task.jsonl").write_text(_jsonl(self.per_task, self.n_tasks))
-        if self.calibrated is not None:
-            (d / "calibrated_per_task.jsonl").write_text(_jsonl(self.calibrated.per_task, self.n_tasks))
+            atomic_write_text(_jsonl(c.per_task, self.n_tasks), d / "calibrated_per_task.jsonl")
+        else:
+            (d / "calibrated_per_task.jsonl").unlink(missing_ok=True)
         if self.predictions:
             atomic_torch_save(self.predictions, d / "predictions.pt")
+        else:
+            (d / "predictions.pt").unlink(missing_ok=True)
+        atomic_write_text(json.dumps(summary, indent=2, default=str), d / "summary.json")
         return d
 
     def table(self) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayesmeta.exceptions import ConfigError
+from bayesmeta.exceptions import BayesMetaError, ConfigError
 from bayesmeta.report.paired import paired_bootstrap
 
 METRICS = ("accuracy", "ece", "nll", "brier")
@@ -33,9 +33,14 @@ def load_per_task(spec: str) -> tuple[str, dict[str, np.ndarray]]:
         raise ConfigError(f"{spec}: expected EVAL_DIR or EVAL_DIR:calibrated, got the suffix {variant!r}")
     d = Path(folder)
     name = "calibrated_per_task.jsonl" if variant else "per_task.jsonl"
-    if not (d / "summary.json").is_file() or not (d / name).is_file():
+    if not (d / "summary.json").is_file():
         raise ConfigError(f"{spec}: expected an evaluation folder holding summary.json and {name}")
-    fingerprint = json.loads((d / "summary.json").read_text())["episode_fingerprint"]
+    summary = json.loads((d / "summary.json").read_text())
+    if variant and "calibrated" not in summary:
+        raise ConfigError(f"{spec}: its summary.json has no calibrated section (evaluated without --calibrate)")
+    if not (d / name).is_file():
+        raise ConfigError(f"{spec}: expected an evaluation folder holding summary.json and {name}")
+    fingerprint = summary["episode_fingerprint"]
     rows = [json.loads(line) for line in (d / name).read_text().splitlines() if line.strip()]
     return fingerprint, {m: np.array([float(r[m]) for r in rows]) for m in METRICS if rows and m in rows[0]}
 
@@ -59,7 +64,11 @@ def main() -> None:
     ap.add_argument("a", help="EVAL_DIR or EVAL_DIR:calibrated")
     ap.add_argument("b", help="EVAL_DIR or EVAL_DIR:calibrated")
     args = ap.parse_args()
-    print(json.dumps({"a": args.a, "b": args.b, "a_minus_b": compare(args.a, args.b)}, indent=2))
+    try:
+        result = compare(args.a, args.b)
+    except BayesMetaError as e:
+        raise SystemExit(f"paired_eval: {e}") from None
+    print(json.dumps({"a": args.a, "b": args.b, "a_minus_b": result}, indent=2))
 
 
 if __name__ == "__main__":

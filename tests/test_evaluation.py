@@ -194,6 +194,35 @@ def test_keep_predictions_false_writes_no_predictions_file(tmp_path: Path) -> No
     assert not (res.save(tmp_path) / "predictions.pt").exists()
 
 
+def test_save_leaves_no_file_of_an_earlier_evaluation(tmp_path: Path) -> None:
+    """Re-evaluating into the same folder without a calibrator (or without predictions) removes
+    the calibrated per-task file (the predictions) an earlier evaluation wrote there: a stale
+    ``calibrated_per_task.jsonl`` beside a new ``summary.json`` once paired the wrong checkpoint's
+    calibrated metrics with a run's raw ones."""
+    from bayesmeta.models import MLP
+
+    torch.manual_seed(0)
+    learner = ProtoNet(MLP(4, 1, hidden=(8,)))
+    g = torch.Generator().manual_seed(0)
+
+    def episodes(n: int) -> list[TaskBatch]:
+        return [
+            TaskBatch(torch.randn(1, 6, 4, generator=g), torch.arange(3).repeat(2)[None], torch.randn(1, 9, 4, generator=g),
+                      torch.randint(0, 3, (1, 9), generator=g), n_way=3)
+            for _ in range(n)
+        ]  # fmt: skip
+
+    test, val = episodes(3), episodes(2)
+    first = evaluate(learner, test, progress=False, calibrator="temperature", calibration_episodes=val)
+    d = first.save(tmp_path)
+    assert (d / "calibrated_per_task.jsonl").is_file() and (d / "predictions.pt").is_file()
+    evaluate(learner, test, progress=False, keep_predictions=False).save(tmp_path)
+    assert not (d / "calibrated_per_task.jsonl").exists() and not (d / "predictions.pt").exists()
+    summary = json.loads((d / "summary.json").read_text())
+    assert "calibrated" not in summary and len((d / "per_task.jsonl").read_text().splitlines()) == 3
+    assert not list(d.glob(".*.tmp"))  # the atomic writes left no temporary file
+
+
 # ------------------------------------------------------------------------------------ tables
 def test_table_and_format_table_show_mean_and_half_width() -> None:
     reg = evaluate(_np_learner(), _reg_episodes(), method="np", progress=False, seed=5)

@@ -15,7 +15,8 @@ SCRIPT = REPO / "benchmarks" / "paired_eval.py"
 
 def _eval_dir(path: Path, ece: np.ndarray, fingerprint: str = "abc", calibrated: np.ndarray | None = None) -> Path:
     path.mkdir()
-    (path / "summary.json").write_text(json.dumps({"episode_fingerprint": fingerprint}))
+    summary = {"episode_fingerprint": fingerprint, **({"calibrated": {}} if calibrated is not None else {})}
+    (path / "summary.json").write_text(json.dumps(summary))
     rows = [{"accuracy": 0.9, "ece": float(e), "nll": 0.3, "brier": 0.1} for e in ece]
     (path / "per_task.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     if calibrated is not None:
@@ -54,4 +55,4 @@ def test_different_episodes_and_bad_arguments_are_refused(tmp_path: Path) -> Non
     out = _run(str(tmp_path / "a"), f"{tmp_path / 'a'}:raw")
     assert out.returncode != 0 and "suffix" in out.stderr
     out = _run(str(tmp_path / "a"), f"{tmp_path / 'a'}:calibrated")  # written without --calibrate
-    assert out.returncode != 0 and "calibrated_per_task.jsonl" in out.stderr
+    assert out.returncode != 0 and "without --calibrate" in out.stderr
