@@ -20,7 +20,7 @@ import torch
 from bayesmeta.config import build_episodes
 from bayesmeta.exceptions import ConfigError
 from bayesmeta.inference.versa import VERSA
-from bayesmeta.runs import load_learner, load_run_config
+from bayesmeta.runs import load_learner
 
 
 def _quantiles(x: torch.Tensor) -> dict[str, float]:
@@ -35,8 +35,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=20, help="test tasks (episodes) to look at, the first of the run's test episodes (default 20)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = load_run_config(args.run_dir)
-    learner, _ = load_learner(args.run_dir, args.checkpoint)
+    learner, cfg = load_learner(args.run_dir, args.checkpoint)
     if not isinstance(learner, VERSA) or learner.task_kind != "classification" or not learner.variance:
         raise SystemExit(f"versa_head_variance: {args.run_dir} is not a VERSA classification run with variance")
     if args.episodes < 1:

@@ -51,6 +51,15 @@ def classification_batch(seed: int = 0) -> TaskBatch:
     )
 
 
+def _nudged(versa: VERSA) -> VERSA:
+    """``versa`` with its amortization's zero-initialised mean output layers set to small values."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for net in (versa.amortization.weight_mean, versa.amortization.bias_mean):
+            net[-1].weight.copy_(1e-2 * torch.randn(net[-1].weight.shape, generator=g))
+    return versa
+
+
 def _features() -> torch.nn.Module:
     """A head-less feature extractor, so that every parameter is used by feature-based learners."""
     return torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh())
@@ -94,6 +103,9 @@ LEARNERS: dict[str, tuple[Callable[[], MetaLearner], Callable[[int], TaskBatch]]
     ),
     "platipus-regression": (lambda: PLATIPUS(MLP(1, 1, hidden=(8,)), n_samples=3, task_kind="regression"), regression_batch),
     "versa-classification": (lambda: VERSA(Conv4(hidden=8), n_samples=4), classification_batch),
+    # its correction's output layers start at zero, which gives the layers before them no gradient
+    # at step 0 only; _nudged moves them off zero so the gradient check sees every path
+    "versa-prototype-residual-classification": (lambda: _nudged(VERSA(Conv4(hidden=8, norm="group"), n_samples=4, amortization="prototype_residual")), classification_batch),
     "versa-regression": (lambda: VERSA(_features(), n_samples=4, task_kind="regression", feature_dim=8), regression_batch),
     "dkt-regression": (lambda: DKT(_features(), task_kind="regression", feature_dim=8), regression_batch),
     "dkt-classification": (lambda: DKT(Conv4(hidden=8, norm="group"), task_kind="classification"), classification_batch),
