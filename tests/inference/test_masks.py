@@ -97,7 +97,7 @@ NAMES = sorted(LEARNERS)
 #: Learners whose meta_loss draws from the global RNG (checked below, so the list stays true).
 SAMPLING = {
     "bmaml-regression", "bmaml-classification", "platipus-regression", "platipus-classification",
-    "versa-classification", "versa-regression", "np", "anp",
+    "versa-classification", "versa-prototype-residual-classification", "versa-regression", "np", "anp",
     "ensemble-platipus-regression",  # an ensemble samples when its base learner does
 }
 
